@@ -1,0 +1,22 @@
+"""tilepipe: segment images too big for memory with DeepLabV3-ResNet101, tile by tile, into Zarr.
+
+Python API::
+
+    import tilepipe
+    summary = tilepipe.run("scene.tif", "scene_mask.zarr", weights="default")
+    print(tilepipe.plan("scene.tif")["overlap_cost_factor"])
+    store = tilepipe.open("scene_mask.zarr")
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("tilepipe")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0+unknown"
+
+from .config import RunOptions  # noqa: E402
+from .errors import TilepipeError  # noqa: E402
+from .pipeline import RunFailed, open, plan, run  # noqa: E402
+
+__all__ = ["RunOptions", "RunFailed", "TilepipeError", "open", "plan", "run", "__version__"]

@@ -1,0 +1,119 @@
+"""One block, start to finish: read its window, cut its tiles, run them, blend, write its chunks.
+
+This is the body of every Dask task. It receives a :class:`RunContext` (plain, picklable values)
+and a block index, and opens the source, the model and the store through per-process caches, so
+the same function runs in a thread of this process or on a remote worker.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections import defaultdict
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+
+from .engine import EngineOptions, cached_engine
+from .errors import TilepipeError
+from .grid import Plan, Window
+from .model import ModelSpec
+from .sink import MaskStore
+from .sources import SourceSpec, open_source
+from .stitch import NO_LABEL, BlockStitcher
+
+STAGES = ("read", "preprocess", "forward", "stitch", "write")
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Everything a block task needs, as values that travel to any worker."""
+
+    source: SourceSpec
+    model: ModelSpec
+    engine: EngineOptions
+    plan: Plan
+    store_url: str
+    blending: str = "gaussian"
+    probabilities: bool = False
+
+
+@dataclass
+class BlockReport:
+    index: tuple[int, ...]
+    core: str
+    tiles: int = 0
+    tiles_skipped: int = 0
+    no_data: bool = False
+    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    error: str | None = None
+    traceback: str | None = field(default=None, repr=False)
+
+    @contextmanager
+    def stage(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] += time.perf_counter() - start
+
+
+@lru_cache(maxsize=4)
+def _open_store(url: str) -> MaskStore:
+    return MaskStore.open(url, mode="r+")
+
+
+def tile_inputs(pixels: np.ndarray, valid: np.ndarray, read: Window, tiles: list[Window], scaling) -> tuple[np.ndarray, np.ndarray]:
+    """Cut ``tiles`` out of a block's read and scale them: ((N, 3, h, w) float32 in [0, 1], (N, h, w) bool).
+
+    A one-band image is replicated to the three channels the network takes."""
+    images, masks = [], []
+    for tile in tiles:
+        rows, cols = tile.relative_to(read)
+        image = scaling.apply(pixels[:, rows, cols])
+        images.append(np.repeat(image, 3, axis=0) if image.shape[0] == 1 else image)
+        masks.append(valid[rows, cols])
+    return np.stack(images), np.stack(masks)
+
+
+def process_block(ctx: RunContext, index: tuple[int, ...]) -> BlockReport:
+    """Run one block; a failure is reported (with the block's window), never raised."""
+    block = ctx.plan.block(index)
+    report = BlockReport(index=tuple(index), core=str(block.core))
+    try:
+        source = open_source(ctx.source)
+        engine = cached_engine(ctx.model, ctx.engine)
+        store = _open_store(ctx.store_url)
+        read = block.read_window
+        with report.stage("read"):
+            pixels, valid = source.read(read, block.plane)
+        core_valid = valid[block.core.relative_to(read)]
+        if not core_valid.any():
+            report.no_data = True
+            with report.stage("write"):
+                store.write_block(block, np.full((block.core.height, block.core.width), NO_LABEL, np.uint8))
+            return report
+        tiles = [t for t in block.tiles if valid[t.relative_to(read)].any()]
+        report.tiles, report.tiles_skipped = len(tiles), block.tile_count - len(tiles)
+        stitcher = BlockStitcher(block.core, engine.model.num_classes, ctx.blending, engine.device)
+        for start in range(0, len(tiles), engine.batch_size):
+            batch = tiles[start:start + engine.batch_size]
+            with report.stage("preprocess"):
+                images, masks = tile_inputs(pixels, valid, read, batch, source.scaling)
+            probabilities, busy = engine.predict(images, masks)
+            report.seconds["forward"] += busy
+            with report.stage("stitch"):
+                for tile, probs in zip(batch, probabilities):
+                    stitcher.add(tile, probs)
+        with report.stage("stitch"):
+            labels = stitcher.labels(core_valid)
+            probs = stitcher.probabilities() if ctx.probabilities else None
+        with report.stage("write"):
+            store.write_block(block, labels, probs)
+    except Exception as exc:  # reported per block: the run goes on and ends non-zero
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        report.error = first if isinstance(exc, TilepipeError) else f"{type(exc).__name__}: {first}"
+        report.traceback = traceback.format_exc()
+    return report

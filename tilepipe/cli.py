@@ -1,0 +1,160 @@
+"""The ``tilepipe`` command: a thin click layer over :mod:`tilepipe.pipeline`.
+
+Every run option is a flag here and a key in a ``--config`` YAML file; flags win over the file.
+A :class:`TilepipeError` becomes one ``Error: ...`` line and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import time
+
+import click
+
+from . import __version__
+from .errors import TilepipeError
+
+
+def _user_errors(func):
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except TilepipeError as exc:
+            raise click.ClickException(str(exc)) from None
+    return wrapper
+
+
+def run_options(func):
+    """The options shared by ``run`` and ``plan``; all default to None = "from config or default"."""
+    opts = [
+        click.option("--config", "config", type=click.Path(dir_okay=False), help="YAML file of options (see configs/); flags override it."),
+        click.option("--bands", help="Bands to use, 1-based, e.g. 3,2,1 (1 or 3 bands). Default: 1,2,3, or 1 for a 1-band image."),
+        click.option("--scaling", help="auto (uint8: full range, others: percentiles), dtype, percentile, or LOW,HIGH."),
+        click.option("--percentiles", help="Percentiles for --scaling percentile, e.g. 2,98 (computed from overviews or a sample)."),
+        click.option("--tile-size", type=int, help="Tile side in pixels (multiple of the output stride). Default 512."),
+        click.option("--overlap", type=int, help="Overlap between neighbouring tiles in pixels. Default 64."),
+        click.option("--chunk-size", type=int, help="Zarr chunk side in pixels. Default 512."),
+        click.option("--block-size", type=int, help="Block (task) side in pixels, a multiple of --chunk-size. Default 2048."),
+        click.option("--blending", type=click.Choice(["gaussian", "crop"]), help="How overlapping tiles are merged. Default gaussian."),
+        click.option("--model", type=click.Choice(["deeplabv3_resnet101", "standin"]), help="Network; 'standin' is a tiny CNN for I/O tests."),
+        click.option("--weights", help="'default' (torchvision COCO/VOC, downloaded once), a checkpoint path, or 'none' (random)."),
+        click.option("--output-stride", type=click.Choice(["8", "16"]), help="Network output stride; default: what the weights were trained at."),
+        click.option("--num-classes", type=int, help="Classes of the head (for --weights none; checked against a checkpoint)."),
+        click.option("--class-names", help="Comma-separated class names (default: from the weights' metadata)."),
+        click.option("--device", help="auto (CUDA when present), cpu, cuda, cuda:N."),
+        click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), help="auto: bf16 on CUDA, fp32 on CPU."),
+        click.option("--batch-size", type=int, help="Tiles per forward pass. Default 4."),
+        click.option("--workers", type=int, help="Block tasks running at once in this process. Default 2."),
+    ]
+    for opt in reversed(opts):
+        func = opt(func)
+    return func
+
+
+def _overrides(kwargs: dict) -> dict:
+    if kwargs.get("output_stride") is not None:
+        kwargs["output_stride"] = int(kwargs["output_stride"])
+    return kwargs
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="tilepipe")
+def main():
+    """Segment images too big for memory with DeepLabV3-ResNet101, tile by tile, into Zarr."""
+
+
+@main.command()
+@click.argument("input", type=str)
+@click.option("-o", "--output", required=True, help="Output Zarr store (path or fsspec URL).")
+@run_options
+@click.option("--probabilities/--no-probabilities", default=None, help="Also store per-class probabilities (uint8, p*255).")
+@click.option("--overwrite", is_flag=True, default=None, help="Replace an existing tilepipe store at OUTPUT.")
+@click.option("--explain", is_flag=True, help="Print the full run summary (markdown) after the run.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress line.")
+@_user_errors
+def run(input, output, config, explain, quiet, **kwargs):
+    """Segment INPUT (a GeoTIFF) into the Zarr store OUTPUT."""
+    from .pipeline import RunFailed
+    from .pipeline import run as run_pipeline
+
+    progress = None if quiet or not sys.stderr.isatty() else _ProgressLine()
+    try:
+        summary = run_pipeline(input, output, config=config, on_report=progress, **_overrides(kwargs))
+    except RunFailed as exc:
+        click.echo(exc.summary.to_markdown() if explain else "", err=True, nl=explain)
+        raise
+    finally:
+        if progress:
+            progress.close()
+    if explain:
+        click.echo(summary.to_markdown())
+    else:
+        click.echo(_short(summary.data))
+
+
+def _short(d: dict) -> str:
+    head = [f"WARNING: {w}" for w in d["warnings"]]
+    plan, thr, t = d["plan"], d["throughput"], d["timing"]
+    head.append(
+        f"{d['output']['store']}: mask {' x '.join(map(str, d['output']['mask_shape']))}, {plan['blocks']} blocks "
+        f"({plan['blocks_no_data']} no-data), {plan['tiles_computed']} tiles, {t['wall_seconds']:.1f} s, "
+        f"{thr['megapixels_per_second']} MP/s; summary.md in the store (tilepipe summary {d['output']['store']})"
+    )
+    return "\n".join(head)
+
+
+class _ProgressLine:
+    """Blocks done of total, megapixels per second and ETA on one refreshed stderr line."""
+
+    def __init__(self):
+        self.start = time.perf_counter()
+        self.done = 0
+        self.total = None
+
+    def __call__(self, report) -> None:
+        self.done += 1
+        elapsed = time.perf_counter() - self.start
+        click.echo(f"\rblocks {self.done} done, {elapsed:.0f} s", err=True, nl=False)
+
+    def close(self):
+        click.echo("", err=True)
+
+
+@main.command()
+@click.argument("input", type=str)
+@run_options
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@_user_errors
+def plan(input, config, as_json, **kwargs):
+    """Dry run: blocks, tiles, overlap cost and estimated peak memory, without running the model."""
+    from .pipeline import plan as make_plan
+
+    info = make_plan(input, config=config, **_overrides(kwargs))
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    inp = info["input"]
+    click.echo(f"{inp['path']}: {info['image']['width']} x {info['image']['height']} px ({info['image']['megapixels']} MP), {inp['dtype']}, bands {inp['bands_used']}")
+    click.echo(f"tiles {info['tile'][0]} x {info['tile'][1]}, overlap {info['overlap']}, output stride {info['output_stride']}")
+    click.echo(f"blocks {info['blocks']} ({info['block_size']} px, chunks {info['chunk_size']} px)")
+    click.echo(f"tiles computed {info['tiles_computed']} (distinct on the lattice {info['lattice_tiles']})")
+    click.echo(f"overlap cost factor {info['overlap_cost_factor']} (pixels computed / image pixels)")
+    click.echo(f"estimated peak memory {info['estimated_peak_memory_mb']} MB")
+
+
+@main.command()
+@click.argument("store", type=str)
+@click.option("--json", "as_json", is_flag=True, help="Print summary.json instead of summary.md.")
+@_user_errors
+def summary(store, as_json):
+    """Show the run summary saved in STORE."""
+    from .sink import MaskStore
+
+    click.echo(MaskStore.open(store).read_text("summary.json" if as_json else "summary.md"))
+
+
+if __name__ == "__main__":
+    main()

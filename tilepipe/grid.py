@@ -1,0 +1,248 @@
+"""Pure geometry: where tiles are cut and how the plane is split into blocks. No I/O here.
+
+Two grids live on the image plane and must not be confused:
+
+* the **tile lattice**: the windows the network sees. It is fixed by the tile size, the overlap,
+  the network's output stride and the image origin alone, so a pixel's prediction never depends
+  on how the work is split into blocks or how many workers run them. Tile starts are multiples of
+  the stride ``tile - overlap`` (itself a multiple of the output stride, so every tile sees the
+  same sub-pixel phase of the network's output grid); the last tile of a row or column is snapped
+  inward to the first aligned start that still reaches the image edge, which lets it overhang
+  the edge by less than one output stride (read boundlessly, cropped back). An axis shorter than
+  the tile gets a single tile of the axis length rounded up to the output stride: the image is
+  padded only that much and cropped back, so a small image costs what a whole-image pass costs.
+* the **blocks**: the units of work (one Dask task each). A block's *core* is a rectangle of whole
+  Zarr chunks, so exactly one task writes each chunk. A block computes every lattice tile that
+  touches its core, reading the halo those tiles need, blends them and keeps its core only.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass, field
+from functools import cached_property
+from itertools import product
+
+
+def align_up(value: int, multiple: int) -> int:
+    """Smallest multiple of ``multiple`` that is >= ``value``."""
+    return -(-value // multiple) * multiple
+
+
+@dataclass(frozen=True, order=True)
+class Window:
+    """A half-open pixel rectangle ``[row, row + height) x [col, col + width)``.
+
+    It may extend past the image (negative start or beyond the edge): sources read such windows
+    boundlessly and mark the outside as invalid.
+    """
+
+    row: int
+    col: int
+    height: int
+    width: int
+
+    @property
+    def row_stop(self) -> int:
+        return self.row + self.height
+
+    @property
+    def col_stop(self) -> int:
+        return self.col + self.width
+
+    @property
+    def area(self) -> int:
+        return self.height * self.width
+
+    def intersection(self, other: Window) -> Window | None:
+        r0, c0 = max(self.row, other.row), max(self.col, other.col)
+        r1, c1 = min(self.row_stop, other.row_stop), min(self.col_stop, other.col_stop)
+        if r1 <= r0 or c1 <= c0:
+            return None
+        return Window(r0, c0, r1 - r0, c1 - c0)
+
+    def relative_to(self, outer: Window) -> tuple[slice, slice]:
+        """Array slices that select this window inside an array covering ``outer``."""
+        r, c = self.row - outer.row, self.col - outer.col
+        return slice(r, r + self.height), slice(c, c + self.width)
+
+    def __str__(self) -> str:
+        return f"rows {self.row}:{self.row_stop}, cols {self.col}:{self.col_stop}"
+
+
+def axis_tile_starts(length: int, tile: int, overlap: int, align: int) -> tuple[tuple[int, ...], int]:
+    """Tile starts along one axis and the tile extent used on that axis.
+
+    Starts are ``0, s, 2s, ...`` (``s = tile - overlap``) while the tile ends inside the axis, then
+    one last start, aligned up to ``align``, whose tile reaches the edge. Returns ``(starts, extent)``.
+    """
+    extent = min(tile, align_up(length, align))
+    if extent >= length:
+        return (0,), extent
+    stride = tile - overlap
+    starts = list(range(0, length - extent, stride))
+    last = align_up(length - extent, align)
+    if last > starts[-1]:
+        starts.append(last)
+    return tuple(starts), extent
+
+
+def touching(starts: tuple[int, ...], extent: int, lo: int, hi: int) -> tuple[int, ...]:
+    """The starts whose tile ``[s, s + extent)`` intersects ``[lo, hi)``."""
+    first = bisect.bisect_right(starts, lo - extent)
+    last = bisect.bisect_left(starts, hi)
+    return starts[first:last]
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """The validated tiling options: tile size, overlap and the network's output stride."""
+
+    tile_size: int = 512
+    overlap: int = 64
+    output_stride: int = 8
+
+    def __post_init__(self) -> None:
+        from .errors import TilepipeError
+
+        t, o, a = self.tile_size, self.overlap, self.output_stride
+        if t <= 0 or t % a:
+            raise TilepipeError(f"--tile-size {t} must be a positive multiple of the output stride {a}")
+        if not 0 <= o < t or (t - o) % a:
+            raise TilepipeError(
+                f"--overlap {o} must be in [0, {t}) and leave a stride (tile - overlap = {t - o}) "
+                f"that is a multiple of the output stride {a}"
+            )
+
+
+@dataclass(frozen=True)
+class Block:
+    """One unit of work: a core of whole chunks plus the lattice tiles that touch it."""
+
+    index: tuple[int, ...]
+    """(block_row, block_col), or (plane, block_row, block_col) for a stack of planes."""
+    core: Window
+    tile_rows: tuple[int, ...]
+    tile_cols: tuple[int, ...]
+    tile_height: int
+    tile_width: int
+
+    @property
+    def plane(self) -> int | None:
+        return self.index[0] if len(self.index) == 3 else None
+
+    @property
+    def tiles(self) -> list[Window]:
+        """The tiles in lattice order (row-major), which fixes the blending order of a pixel."""
+        return [Window(r, c, self.tile_height, self.tile_width) for r, c in product(self.tile_rows, self.tile_cols)]
+
+    @property
+    def read_window(self) -> Window:
+        """The union of the tiles: the core plus the halo the tiles need."""
+        r0, c0 = self.tile_rows[0], self.tile_cols[0]
+        return Window(r0, c0, self.tile_rows[-1] + self.tile_height - r0, self.tile_cols[-1] + self.tile_width - c0)
+
+    @property
+    def tile_count(self) -> int:
+        return len(self.tile_rows) * len(self.tile_cols)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The whole split of an image: lattice, chunks and blocks. Depends on options and shape only."""
+
+    height: int
+    width: int
+    grid: TileGrid
+    chunk_size: int = 512
+    block_size: int = 2048
+    depth: int | None = None
+    """Number of planes for a stack (a DICOM series); ``None`` for a single 2-D image."""
+    row_starts: tuple[int, ...] = field(init=False, repr=False)
+    col_starts: tuple[int, ...] = field(init=False, repr=False)
+    tile_height: int = field(init=False)
+    tile_width: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        from .errors import TilepipeError
+
+        if self.height <= 0 or self.width <= 0:
+            raise TilepipeError(f"the image has an empty plane ({self.height}x{self.width})")
+        if self.chunk_size <= 0 or self.block_size <= 0 or self.block_size % self.chunk_size:
+            raise TilepipeError(
+                f"--block-size {self.block_size} must be a positive multiple of --chunk-size {self.chunk_size}"
+            )
+        g = self.grid
+        rows, th = axis_tile_starts(self.height, g.tile_size, g.overlap, g.output_stride)
+        cols, tw = axis_tile_starts(self.width, g.tile_size, g.overlap, g.output_stride)
+        object.__setattr__(self, "row_starts", rows)
+        object.__setattr__(self, "col_starts", cols)
+        object.__setattr__(self, "tile_height", th)
+        object.__setattr__(self, "tile_width", tw)
+
+    @property
+    def block_rows(self) -> int:
+        return math.ceil(self.height / self.block_size)
+
+    @property
+    def block_cols(self) -> int:
+        return math.ceil(self.width / self.block_size)
+
+    @property
+    def planes(self) -> int:
+        return self.depth or 1
+
+    @property
+    def block_grid_shape(self) -> tuple[int, ...]:
+        shape = (self.block_rows, self.block_cols)
+        return shape if self.depth is None else (self.depth, *shape)
+
+    @property
+    def block_count(self) -> int:
+        return self.planes * self.block_rows * self.block_cols
+
+    def block(self, index: tuple[int, ...]) -> Block:
+        bi, bj = index[-2:]
+        b = self.block_size
+        core = Window(bi * b, bj * b, min(b, self.height - bi * b), min(b, self.width - bj * b))
+        return Block(
+            index=tuple(index),
+            core=core,
+            tile_rows=touching(self.row_starts, self.tile_height, core.row, core.row_stop),
+            tile_cols=touching(self.col_starts, self.tile_width, core.col, core.col_stop),
+            tile_height=self.tile_height,
+            tile_width=self.tile_width,
+        )
+
+    def blocks(self):
+        """Every block, plane by plane, row-major. A generator: a huge scene never lists them all."""
+        for index in product(*(range(n) for n in self.block_grid_shape)):
+            yield self.block(index)
+
+    @cached_property
+    def tiles_per_plane(self) -> int:
+        """Tiles computed for one plane, counting a tile once per block that computes it."""
+        per_row = [len(touching(self.row_starts, self.tile_height, r, min(r + self.block_size, self.height)))
+                   for r in range(0, self.height, self.block_size)]
+        per_col = [len(touching(self.col_starts, self.tile_width, c, min(c + self.block_size, self.width)))
+                   for c in range(0, self.width, self.block_size)]
+        return sum(per_row) * sum(per_col)
+
+    @property
+    def tiles_computed(self) -> int:
+        return self.planes * self.tiles_per_plane
+
+    @property
+    def lattice_tiles(self) -> int:
+        """Distinct tiles on the lattice (what a single whole-image block would compute)."""
+        return self.planes * len(self.row_starts) * len(self.col_starts)
+
+    @property
+    def overlap_cost_factor(self) -> float:
+        """Pixels pushed through the network per image pixel (1.0 would be no overlap, no halo)."""
+        return self.tiles_per_plane * self.tile_height * self.tile_width / (self.height * self.width)
+
+    @property
+    def megapixels(self) -> float:
+        return self.planes * self.height * self.width / 1e6

@@ -1,0 +1,279 @@
+"""Building DeepLabV3-ResNet101 and loading its weights, safely and in the right geometry.
+
+Three weight sources:
+
+* ``default``: torchvision's ``COCO_WITH_VOC_LABELS_V1`` (21 VOC classes), downloaded once into
+  torch's cache (``$TORCH_HOME``). Offline, the error says how to pass a file instead.
+* a path: a torchvision state dict, or a DeepLabV3Plus-Pytorch checkpoint
+  (``{"model_state": ...}``). That repository names the head ``classifier.classifier.*`` and
+  trains at output stride 16 (layer3 not dilated, ASPP rates 6/12/18), while torchvision builds
+  stride 8 (rates 12/24/36). The keys of both geometries are identical, so loading a stride-16
+  checkpoint into a stride-8 network succeeds and silently gives wrong masks: the geometry is
+  chosen from the checkpoint's origin (or ``--output-stride``), never from whether keys match.
+* ``none``: random weights, for tests and benchmarks. Every summary says so in its first lines.
+
+Checkpoints are read with ``torch.load(weights_only=True)``; the only extra globals allowed are
+the numpy scalar types DeepLabV3Plus-Pytorch stores (``best_score``), never arbitrary pickle.
+
+``standin`` is a cheap convolutional model with no global pooling and a small receptive field, used
+where a test or benchmark is about I/O, stitching or scheduling rather than about the network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from urllib.error import URLError
+
+import numpy as np
+import torch
+from torch import nn
+from torchvision.models import resnet101
+from torchvision.models._utils import IntermediateLayerGetter
+from torchvision.models.segmentation import DeepLabV3_ResNet101_Weights
+from torchvision.models.segmentation.deeplabv3 import DeepLabHead, DeepLabV3
+from torchvision.models.segmentation.fcn import FCNHead
+
+from .errors import TilepipeError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+DEFAULT_WEIGHTS = DeepLabV3_ResNet101_Weights.COCO_WITH_VOC_LABELS_V1
+ASPP_RATES = {8: (12, 24, 36), 16: (6, 12, 18)}
+ARCHITECTURES = ("deeplabv3_resnet101", "standin")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What to build; hashable so each process loads a given model once."""
+
+    architecture: str = "deeplabv3_resnet101"
+    weights: str = "default"
+    output_stride: int | None = None
+    num_classes: int | None = None
+    class_names: tuple[str, ...] | None = None
+
+
+@dataclass
+class LoadedModel:
+    module: nn.Module
+    spec: ModelSpec
+    output_stride: int
+    num_classes: int
+    class_names: tuple[str, ...]
+    weights_identity: str
+    """Human-readable and stable: the torchvision enum name, or file name plus SHA-256 prefix."""
+    weights_format: str
+    random_weights: bool
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    parameters: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.parameters = sum(p.numel() for p in self.module.parameters())
+
+    def describe(self) -> dict:
+        return {
+            "architecture": self.spec.architecture,
+            "weights": self.weights_identity,
+            "weights_format": self.weights_format,
+            "random_weights": self.random_weights,
+            "output_stride": self.output_stride,
+            "num_classes": self.num_classes,
+            "class_names": list(self.class_names),
+            "parameters": self.parameters,
+            "normalisation": {"mean": list(self.mean), "std": list(self.std)},
+        }
+
+
+def build_deeplabv3_resnet101(num_classes: int, output_stride: int = 8, aux: bool = False) -> DeepLabV3:
+    """torchvision's DeepLabV3-ResNet101 at output stride 8 or 16 (randomly initialised)."""
+    if output_stride not in ASPP_RATES:
+        raise TilepipeError(f"--output-stride {output_stride}: DeepLabV3 supports 8 or 16")
+    dilate = [False, True, True] if output_stride == 8 else [False, False, True]
+    backbone = resnet101(weights=None, replace_stride_with_dilation=dilate)
+    layers = {"layer4": "out", **({"layer3": "aux"} if aux else {})}
+    return DeepLabV3(
+        IntermediateLayerGetter(backbone, return_layers=layers),
+        DeepLabHead(2048, num_classes, atrous_rates=ASPP_RATES[output_stride]),
+        FCNHead(1024, num_classes) if aux else None,
+    )
+
+
+class StandIn(nn.Module):
+    """A cheap segmenter: four 3x3 convolutions, no pooling, receptive field 9x9 px.
+
+    Its output for a pixel depends only on the pixels within 4 px, so a tiled run can reproduce a
+    whole-image run exactly wherever a tile's halo covers that radius."""
+
+    receptive_radius = 4
+
+    def __init__(self, num_classes: int = 4, width: int = 8):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(3, width, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(width, num_classes, 3, padding=1),
+        )
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"out": self.body(x)}
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Read a checkpoint without executing pickle code; only numpy scalars are allowed extra."""
+    np_core = getattr(np, "_core", None) or np.core
+    allowed = [np_core.multiarray.scalar, np.dtype, *{type(np.dtype(t)) for t in (np.float64, np.float32, np.int64)}]
+    try:
+        with torch.serialization.safe_globals(allowed):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise TilepipeError(f"{path}: no such checkpoint file") from None
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for bad files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TilepipeError(f"{path}: not a loadable weights-only PyTorch checkpoint ({first})") from None
+    if not isinstance(obj, dict):
+        raise TilepipeError(f"{path}: expected a state dict or a dict with 'model_state', found {type(obj).__name__}")
+    return obj
+
+
+def to_torchvision_state(ckpt: dict, path: Path) -> tuple[dict, str]:
+    """Normalise a checkpoint to torchvision key names; returns (state_dict, format name)."""
+    if "model_state" in ckpt:
+        state = {re.sub(r"^classifier\.classifier\.", "classifier.", k): v for k, v in ckpt["model_state"].items()}
+        return {k.removeprefix("module."): v for k, v in state.items()}, "DeepLabV3Plus-Pytorch"
+    if "state_dict" in ckpt and isinstance(ckpt["state_dict"], dict):
+        ckpt = ckpt["state_dict"]
+    if not all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+        raise TilepipeError(f"{path}: does not look like a state dict (no 'model_state', values are not all tensors)")
+    return {k.removeprefix("module."): v for k, v in ckpt.items()}, "torchvision"
+
+
+def checkpoint_output_stride(path: Path, fmt: str) -> int:
+    """The stride a checkpoint was trained at: DeepLabV3Plus-Pytorch names it (``..._os8.pth``)
+    and defaults to 16; torchvision-format weights are stride 8."""
+    if fmt == "DeepLabV3Plus-Pytorch":
+        match = re.search(r"os(8|16)", path.name)
+        return int(match.group(1)) if match else 16
+    return 8
+
+
+def _num_classes_in(state: dict, path) -> int:
+    weight = state.get("classifier.4.weight")
+    if weight is None:
+        raise TilepipeError(f"{path}: no 'classifier.4.weight' key; this is not a DeepLabV3 checkpoint")
+    return int(weight.shape[0])
+
+
+def _file_identity(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return f"{path.name} (sha256 {digest.hexdigest()[:12]})"
+
+
+def _class_names(spec: ModelSpec, num_classes: int, published: tuple[str, ...] | None) -> tuple[str, ...]:
+    names = spec.class_names or published or tuple(f"class_{i}" for i in range(num_classes))
+    if len(names) != num_classes:
+        raise TilepipeError(f"{len(names)} class names given for a model with {num_classes} classes")
+    return tuple(names)
+
+
+def _download_default_state() -> dict:
+    try:
+        return DEFAULT_WEIGHTS.get_state_dict(progress=False, check_hash=True)
+    except (URLError, OSError, RuntimeError) as exc:
+        cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(DEFAULT_WEIGHTS.url).name
+        raise TilepipeError(
+            f"could not download the default weights {DEFAULT_WEIGHTS.url} ({type(exc).__name__}: "
+            f"{str(exc).strip()[:120]}); copy that file to {cache}, or pass a local checkpoint with --weights PATH"
+        ) from None
+
+
+def load_model(spec: ModelSpec) -> LoadedModel:
+    """Build the network the weights need and load them (eval mode, CPU)."""
+    if spec.architecture not in ARCHITECTURES:
+        raise TilepipeError(f"--model {spec.architecture!r}: choose one of {', '.join(ARCHITECTURES)}")
+    if spec.architecture == "standin":
+        return _load_standin(spec)
+    published = None
+    if spec.weights == "none":
+        stride = spec.output_stride or 8
+        num_classes = spec.num_classes or len(DEFAULT_WEIGHTS.meta["categories"])
+        identity, fmt, random = "random (seed 0)", "none", True
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            module = build_deeplabv3_resnet101(num_classes, stride)
+    else:
+        if spec.weights == "default":
+            state = _download_default_state()
+            fmt, identity = "torchvision", f"torchvision {DEFAULT_WEIGHTS}"
+            published = tuple(DEFAULT_WEIGHTS.meta["categories"])
+            natural_stride = 8
+            path = DEFAULT_WEIGHTS.url
+        else:
+            path = Path(os.path.expanduser(spec.weights))
+            state, fmt = to_torchvision_state(load_checkpoint(path), path)
+            identity = _file_identity(path)
+            natural_stride = checkpoint_output_stride(path, fmt)
+        stride = spec.output_stride or natural_stride
+        num_classes = _num_classes_in(state, path)
+        if spec.num_classes and spec.num_classes != num_classes:
+            raise TilepipeError(f"--num-classes {spec.num_classes}, but {path} holds a {num_classes}-class head")
+        has_aux = any(k.startswith("aux_classifier.") for k in state)
+        module = build_deeplabv3_resnet101(num_classes, stride, aux=has_aux)
+        try:
+            module.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise TilepipeError(f"{path}: keys do not match DeepLabV3-ResNet101 ({str(exc).splitlines()[0]})") from None
+        module.aux_classifier = None  # the auxiliary head only helps training; inference skips it
+        random = False
+    return LoadedModel(
+        module=module.eval(),
+        spec=spec,
+        output_stride=stride,
+        num_classes=num_classes,
+        class_names=_class_names(spec, num_classes, published),
+        weights_identity=identity,
+        weights_format=fmt,
+        random_weights=random,
+    )
+
+
+def _load_standin(spec: ModelSpec) -> LoadedModel:
+    num_classes = spec.num_classes or 4
+    if spec.weights == "none":
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            module = StandIn(num_classes)
+        identity, random = "random (seed 0)", True
+    else:
+        path = Path(spec.weights)
+        module = StandIn(num_classes)
+        try:
+            module.load_state_dict(load_checkpoint(path))
+        except RuntimeError as exc:
+            raise TilepipeError(f"{path}: not a stand-in checkpoint ({str(exc).splitlines()[0]})") from None
+        identity, random = _file_identity(path), False
+    return LoadedModel(
+        module=module.eval(),
+        spec=spec,
+        output_stride=1,
+        num_classes=num_classes,
+        class_names=_class_names(spec, num_classes, None),
+        weights_identity=identity,
+        weights_format="standin",
+        random_weights=random,
+    )
+
+
+@lru_cache(maxsize=2)
+def cached_model(spec: ModelSpec) -> LoadedModel:
+    """One model per process, whatever the number of tasks that use it."""
+    return load_model(spec)

@@ -1,0 +1,137 @@
+"""Where a chunk is written: the Zarr v3 store that holds the mask and the record of the run.
+
+Layout of a store (``zarr.open_group(path)``)::
+
+    mask            (y, x) or (z, y, x) uint8, 255 where the source has no data
+    probabilities   (class, y, x) or (z, class, y, x) uint8, p * 255 (only with --probabilities)
+    blocks          one uint8 per block, 1 once that block's chunks are stored
+    x, y            pixel-centre coordinates (GeoTIFF with a north-up transform)
+    summary.json, summary.md    the run summary, beside the arrays
+
+Every block core is a whole number of chunks, so one task owns each chunk: no locks, no
+read-modify-write. A block's record is set only after its chunks are written, and the group
+attribute ``tilepipe.complete`` becomes true only at the very end of a run, so a reader (or
+``--resume``) can always tell a finished store from a partial one.
+"""
+
+from __future__ import annotations
+
+import json
+
+import fsspec
+import numpy as np
+import zarr
+
+from .errors import TilepipeError
+from .grid import Block, Plan
+from .stitch import NO_LABEL
+
+STORE_FORMAT = "tilepipe-mask/1"
+
+
+def _fs_path(url: str):
+    fs, path = fsspec.core.url_to_fs(url)
+    return fs, path
+
+
+def check_output(url: str, overwrite: bool) -> bool:
+    """Refuse to clobber: an existing output needs ``overwrite``, and even then only a tilepipe
+    store (or an empty folder) may be replaced, never an unrelated file or directory.
+    Returns whether something is there to replace; deletes nothing."""
+    fs, path = _fs_path(url)
+    if not fs.exists(path):
+        return False
+    if not overwrite:
+        raise TilepipeError(f"{url}: already exists; pass --overwrite to replace it")
+    meta = f"{path}/zarr.json"
+    is_store = fs.exists(meta) and "tilepipe" in json.loads(fs.cat(meta)).get("attributes", {})
+    if not is_store and not (fs.isdir(path) and not fs.ls(path)):
+        raise TilepipeError(f"{url}: exists and is not a tilepipe store; refusing to overwrite it")
+    return True
+
+
+def remove_output(url: str) -> None:
+    fs, path = _fs_path(url)
+    fs.rm(path, recursive=True)
+
+
+class MaskStore:
+    """A tilepipe Zarr store, opened for writing blocks or for reading the result."""
+
+    def __init__(self, url: str, group: zarr.Group):
+        self.url = url
+        self.group = group
+        self.mask = group["mask"]
+        self.blocks = group["blocks"]
+        self.probabilities = group["probabilities"] if "probabilities" in group else None
+
+    @classmethod
+    def create(cls, url: str, plan: Plan, num_classes: int, probabilities: bool, attrs: dict,
+               coordinates: dict[str, np.ndarray] | None = None) -> MaskStore:
+        group = zarr.open_group(url, mode="w", zarr_format=3)
+        plane = (plan.height, plan.width)
+        chunks = (plan.chunk_size, plan.chunk_size)
+        stack = () if plan.depth is None else (plan.depth,)
+        stack_chunk = () if plan.depth is None else (1,)
+        stack_dim = [] if plan.depth is None else ["z"]
+        group.create_array("mask", shape=stack + plane, chunks=stack_chunk + chunks, dtype="uint8",
+                           fill_value=NO_LABEL, dimension_names=[*stack_dim, "y", "x"],
+                           attributes={"long_name": "class label", "nodata": NO_LABEL})
+        if probabilities:
+            group.create_array("probabilities", shape=stack + (num_classes,) + plane,
+                               chunks=stack_chunk + (num_classes,) + chunks, dtype="uint8", fill_value=0,
+                               dimension_names=[*stack_dim, "class", "y", "x"],
+                               attributes={"long_name": "class probability", "scale_factor": 1 / 255})
+        group.create_array("blocks", shape=plan.block_grid_shape, chunks=(1,) * len(plan.block_grid_shape),
+                           dtype="uint8", fill_value=0,
+                           attributes={"description": "1 once the block's chunks are stored"})
+        for name, values in (coordinates or {}).items():
+            group.create_array(name, data=values, chunks=values.shape, dimension_names=[name])
+        group.attrs.update({**attrs, "tilepipe": {**attrs.get("tilepipe", {}), "format": STORE_FORMAT, "complete": False}})
+        return cls(url, group)
+
+    @classmethod
+    def open(cls, url: str, mode: str = "r") -> MaskStore:
+        try:
+            group = zarr.open_group(url, mode=mode)
+        except (FileNotFoundError, zarr.errors.BaseZarrError):
+            raise TilepipeError(f"{url}: no Zarr store there") from None
+        if "tilepipe" not in group.attrs:
+            raise TilepipeError(f"{url}: a Zarr group, but not one tilepipe wrote")
+        return cls(url, group)
+
+    @property
+    def info(self) -> dict:
+        return dict(self.group.attrs["tilepipe"])
+
+    @property
+    def is_complete(self) -> bool:
+        return bool(self.info.get("complete"))
+
+    def write_block(self, block: Block, labels: np.ndarray, probabilities: np.ndarray | None = None) -> None:
+        """Write one block core (whole chunks) and then its completion record."""
+        core = block.core
+        where = (slice(core.row, core.row_stop), slice(core.col, core.col_stop))
+        lead = () if block.plane is None else (block.plane,)
+        self.mask[lead + where] = labels
+        if probabilities is not None and self.probabilities is not None:
+            self.probabilities[lead + (slice(None),) + where] = probabilities
+        self.blocks[tuple(block.index)] = 1
+
+    def done_blocks(self) -> np.ndarray:
+        return self.blocks[...].astype(bool)
+
+    def write_text(self, name: str, text: str) -> None:
+        fs, path = _fs_path(self.url)
+        with fs.open(f"{path}/{name}", "w") as f:
+            f.write(text)
+
+    def read_text(self, name: str) -> str:
+        fs, path = _fs_path(self.url)
+        try:
+            return fs.cat(f"{path}/{name}").decode()
+        except FileNotFoundError:
+            raise TilepipeError(f"{self.url}: has no {name} (the run did not finish writing it)") from None
+
+    def mark_complete(self) -> None:
+        self.group.attrs["tilepipe"] = {**self.info, "complete": True}

@@ -1,0 +1,57 @@
+"""Image sources: one module per format behind the small :class:`Source` protocol.
+
+A task never carries an open file: it carries a :class:`SourceSpec` (path and options) and calls
+:func:`open_source`, which opens the file once per process and caches it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Protocol
+
+import numpy as np
+
+from ..grid import Window
+from .scaling import IntensityScaling, ScalingRequest
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """Everything needed to (re)open a source in any process."""
+
+    path: str
+    bands: tuple[int, ...] | None = None
+    scaling: ScalingRequest = ScalingRequest()
+
+
+class Source(Protocol):
+    spec: SourceSpec
+    format: str
+    height: int
+    width: int
+    depth: int | None
+    bands: tuple[int, ...]
+    dtype: np.dtype
+    scaling: IntensityScaling
+
+    def read(self, window: Window, plane: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(pixels (len(bands), h, w) in the file's dtype, valid (h, w) bool)``.
+
+        Boundless: pixels outside the image are zero and invalid."""
+
+    def geometry(self) -> dict:
+        """JSON attributes that place the mask in the world (CRS and transform, or patient space)."""
+
+    def coordinates(self) -> dict[str, np.ndarray]:
+        """1-D coordinate arrays (pixel centres) to store beside the mask, by dimension name."""
+
+    def describe(self) -> dict:
+        """JSON facts about the input for the summary."""
+
+
+@lru_cache(maxsize=8)
+def open_source(spec: SourceSpec) -> Source:
+    from .geotiff import GeoTiffSource
+
+    return GeoTiffSource(spec)

@@ -1,0 +1,166 @@
+"""GeoTIFF (and anything else GDAL reads as a raster) through rasterio, by windows only.
+
+The whole raster is never read: :meth:`GeoTiffSource.read` reads the part of a window that lies
+inside the image and pads the rest, and the scaling statistics come from an overview or a grid of
+small windows. GDAL dataset handles are not thread-safe, so each thread opens its own handle.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import numpy as np
+import rasterio
+from rasterio.enums import MaskFlags
+from rasterio.errors import RasterioError
+from rasterio.windows import Window as RioWindow
+
+from ..errors import TilepipeError
+from ..grid import Window
+from . import SourceSpec
+from .scaling import resolve_scaling
+
+SAMPLE_GRID = 4
+SAMPLE_WINDOW = 256
+OVERVIEW_MIN_SIDE = 256
+
+
+class GeoTiffSource:
+    format = "GeoTIFF"
+    depth = None
+
+    def __init__(self, spec: SourceSpec):
+        self.spec = spec
+        self.path = spec.path
+        self._local = threading.local()
+        if "://" not in self.path and not os.path.exists(self.path):
+            raise TilepipeError(f"{self.path}: no such file")
+        ds = self._dataset()
+        self.height, self.width, self.count = ds.height, ds.width, ds.count
+        self.bands = self._select_bands(spec.bands, ds.count)
+        dtypes = {ds.dtypes[b - 1] for b in self.bands}
+        if len(dtypes) > 1:
+            raise TilepipeError(f"{self.path}: the selected bands have different data types {sorted(dtypes)}")
+        self.dtype = np.dtype(dtypes.pop())
+        self.nodata = ds.nodata
+        self._all_valid = all(ds.mask_flag_enums[b - 1] == [MaskFlags.all_valid] for b in self.bands)
+        self._check_readable(ds)
+        self.scaling = resolve_scaling(spec.scaling, self.dtype, len(self.bands), self._sample)
+
+    def _dataset(self):
+        ds = getattr(self._local, "ds", None)
+        if ds is None:
+            try:
+                ds = rasterio.open(self.path)
+            except RasterioError as exc:
+                raise TilepipeError(f"{self.path}: not a readable raster ({_gdal_message(exc)})") from None
+            self._local.ds = ds
+        return ds
+
+    def _select_bands(self, requested, count) -> tuple[int, ...]:
+        if requested:
+            bad = [b for b in requested if not 1 <= b <= count]
+            if bad:
+                raise TilepipeError(f"{self.path}: band {bad[0]} is out of range, the file has {count} band(s) (1-{count})")
+            if len(requested) not in (1, 3):
+                raise TilepipeError(f"--bands {','.join(map(str, requested))}: give 1 band or 3 bands (the model takes RGB)")
+            return tuple(requested)
+        if count >= 3:
+            return (1, 2, 3)
+        if count == 1:
+            return (1,)
+        raise TilepipeError(f"{self.path}: has {count} bands; choose 1 or 3 of them with --bands")
+
+    def _check_readable(self, ds) -> None:
+        """Read the last internal block now, so a truncated file fails before any output exists."""
+        bh, bw = ds.block_shapes[0]
+        last = RioWindow(((ds.width - 1) // bw) * bw, ((ds.height - 1) // bh) * bh, 1, 1)
+        try:
+            ds.read(list(self.bands), window=last)
+        except RasterioError as exc:
+            raise TilepipeError(f"{self.path}: cannot read its last block, the file looks truncated or corrupt ({_gdal_message(exc)})") from None
+
+    def read(self, window: Window, plane: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        pixels = np.zeros((len(self.bands), window.height, window.width), self.dtype)
+        valid = np.zeros((window.height, window.width), bool)
+        inside = window.intersection(Window(0, 0, self.height, self.width))
+        if inside is None:
+            return pixels, valid
+        rio_window = RioWindow(inside.col, inside.row, inside.width, inside.height)
+        rows, cols = inside.relative_to(window)
+        ds = self._dataset()
+        try:
+            pixels[:, rows, cols] = ds.read(list(self.bands), window=rio_window)
+            if self._all_valid:
+                valid[rows, cols] = True
+            else:
+                valid[rows, cols] = ds.read_masks(list(self.bands), window=rio_window).max(axis=0) > 0
+        except RasterioError as exc:
+            raise TilepipeError(f"{self.path}: cannot read window {inside} ({_gdal_message(exc)})") from None
+        return pixels, valid
+
+    def _sample(self) -> tuple[np.ndarray, str]:
+        """Valid pixels from the smallest overview >= 256 px, else from a 4x4 grid of windows."""
+        ds = self._dataset()
+        indexes = list(self.bands)
+        factors = [f for f in ds.overviews(self.bands[0]) if min(ds.height, ds.width) // f >= OVERVIEW_MIN_SIDE]
+        if factors:
+            f = max(factors)
+            shape = (len(indexes), ds.height // f, ds.width // f)
+            pixels = ds.read(indexes, out_shape=shape)
+            valid = ds.read_masks(indexes, out_shape=shape).max(axis=0) > 0
+            return pixels[:, valid], f"overview 1/{f} ({shape[2]}x{shape[1]} px)"
+        size = min(SAMPLE_WINDOW, ds.height, ds.width)
+        samples = []
+        for i in range(SAMPLE_GRID):
+            for j in range(SAMPLE_GRID):
+                row = (2 * i + 1) * ds.height // (2 * SAMPLE_GRID) - size // 2
+                col = (2 * j + 1) * ds.width // (2 * SAMPLE_GRID) - size // 2
+                pixels, valid = self.read(Window(max(row, 0), max(col, 0), size, size))
+                samples.append(pixels[:, valid])
+        return np.concatenate(samples, axis=1), f"{SAMPLE_GRID * SAMPLE_GRID} windows of {size}x{size} px"
+
+    def geometry(self) -> dict:
+        ds = self._dataset()
+        crs = ds.crs
+        return {
+            "crs_wkt": crs.to_wkt() if crs else None,
+            "epsg": crs.to_epsg() if crs else None,
+            "transform": list(ds.transform)[:6],
+            "source_nodata": self.nodata,
+        }
+
+    def coordinates(self) -> dict[str, np.ndarray]:
+        """Pixel-centre x and y in CRS units, when the transform is north-up (no rotation)."""
+        t = self._dataset().transform
+        if t.b or t.d:
+            return {}
+        return {
+            "x": t.c + t.a * (np.arange(self.width) + 0.5),
+            "y": t.f + t.e * (np.arange(self.height) + 0.5),
+        }
+
+    def describe(self) -> dict:
+        ds = self._dataset()
+        return {
+            "path": self.path,
+            "format": self.format,
+            "driver": ds.driver,
+            "height": self.height,
+            "width": self.width,
+            "band_count": self.count,
+            "bands_used": list(self.bands),
+            "dtype": self.dtype.name,
+            "nodata": self.nodata,
+            "layout": "tiled {}x{}".format(*ds.block_shapes[0]) if ds.profile.get("tiled") else "striped",
+            "compression": ds.compression.value if ds.compression else "none",
+            "overviews": ds.overviews(self.bands[0]),
+            "crs": ds.crs.to_string() if ds.crs else None,
+            "scaling": self.scaling.to_json(),
+        }
+
+
+def _gdal_message(exc: Exception) -> str:
+    """GDAL messages repeat the path and run long; keep the first line."""
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

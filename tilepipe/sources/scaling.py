@@ -1,0 +1,98 @@
+"""How raw pixel values become the [0, 1] intensities the model's normalisation expects.
+
+The statistics are computed once, when the source is opened, from a *sample* of the image (the
+smallest useful overview when the file has overviews, otherwise a fixed grid of small windows),
+never from a full read: a 40,000 x 40,000 scene is opened in the time a thumbnail takes. They are
+recorded in the store and the summary, because they decide what the network sees.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ..errors import TilepipeError
+
+
+@dataclass(frozen=True)
+class ScalingRequest:
+    """What the user asked for: ``auto``, ``dtype``, ``percentile`` or fixed ``LOW,HIGH``."""
+
+    method: str = "auto"
+    percentiles: tuple[float, float] = (2.0, 98.0)
+    fixed: tuple[float, float] | None = None
+
+    @classmethod
+    def parse(cls, text: str, percentiles: tuple[float, float] = (2.0, 98.0)) -> ScalingRequest:
+        text = str(text).strip()
+        if text in ("auto", "dtype", "percentile"):
+            return cls(text, tuple(percentiles))
+        try:
+            low, high = (float(v) for v in text.split(","))
+        except ValueError:
+            raise TilepipeError(
+                f"--scaling {text!r}: expected auto, dtype, percentile or two numbers LOW,HIGH"
+            ) from None
+        if not high > low:
+            raise TilepipeError(f"--scaling {text!r}: HIGH must be greater than LOW")
+        return cls("fixed", tuple(percentiles), (low, high))
+
+
+@dataclass(frozen=True)
+class IntensityScaling:
+    """Per-band linear map ``(v - low) / (high - low)``, clipped to [0, 1]."""
+
+    method: str
+    low: tuple[float, ...]
+    high: tuple[float, ...]
+    sample: str
+    """Where the statistics came from, in words, for the summary."""
+
+    def apply(self, raw: np.ndarray) -> np.ndarray:
+        """``raw`` is (bands, h, w) of any dtype; returns float32 in [0, 1]."""
+        low = np.asarray(self.low, np.float32)[:, None, None]
+        span = np.asarray(self.high, np.float32)[:, None, None] - low
+        out = raw.astype(np.float32)
+        out -= low
+        out /= np.where(span > 0, span, 1.0).astype(np.float32)
+        return np.clip(out, 0.0, 1.0, out=out)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def dtype_range(dtype: np.dtype) -> tuple[float, float] | None:
+    dtype = np.dtype(dtype)
+    if dtype.kind in "ui":
+        info = np.iinfo(dtype)
+        return float(info.min), float(info.max)
+    return None
+
+
+def resolve_scaling(request: ScalingRequest, dtype: np.dtype, bands: int, sample) -> IntensityScaling:
+    """Turn the request into numbers. ``sample()`` returns ``(values (bands, n), description)``
+    of valid pixels and is only called when statistics are needed."""
+    method = request.method
+    if method == "auto":
+        method = "dtype" if np.dtype(dtype) == np.uint8 else "percentile"
+    if method == "fixed":
+        low, high = request.fixed
+        return IntensityScaling("fixed", (low,) * bands, (high,) * bands, "given on the command line")
+    if method == "dtype":
+        rng = dtype_range(dtype)
+        if rng is None:
+            raise TilepipeError(f"--scaling dtype needs an integer image, this one is {np.dtype(dtype).name}")
+        return IntensityScaling("dtype", (rng[0],) * bands, (rng[1],) * bands, f"full {np.dtype(dtype).name} range")
+    values, described = sample()
+    if values.shape[1] == 0:
+        raise TilepipeError(f"no valid pixel in the statistics sample ({described}); pass --scaling LOW,HIGH")
+    p_low, p_high = request.percentiles
+    low = np.percentile(values, p_low, axis=1)
+    high = np.percentile(values, p_high, axis=1)
+    return IntensityScaling(
+        f"percentile {p_low:g}-{p_high:g}",
+        tuple(float(v) for v in low),
+        tuple(float(v) for v in high),
+        described,
+    )
