@@ -101,7 +101,7 @@ def _short(d: dict) -> str:
     head.append(
         f"{d['output']['store']}: mask {' x '.join(map(str, d['output']['mask_shape']))}, {plan['blocks']} blocks "
         f"({plan['blocks_no_data']} no-data), {plan['tiles_computed']} tiles, {t['wall_seconds']:.1f} s, "
-        f"{thr['megapixels_per_second']} MP/s; summary.md in the store (tilepipe summary {d['output']['store']})"
+        f"{thr['megapixels_per_second']} MP/s; summary: tilepipe summary {d['output']['store']}"
     )
     return "\n".join(head)
 
@@ -147,13 +147,15 @@ def plan(input, config, as_json, **kwargs):
 
 @main.command()
 @click.argument("store", type=str)
-@click.option("--json", "as_json", is_flag=True, help="Print summary.json instead of summary.md.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON instead of markdown.")
 @_user_errors
 def summary(store, as_json):
     """Show the run summary saved in STORE."""
     from .sink import MaskStore
+    from .summary import render_markdown
 
-    click.echo(MaskStore.open(store).read_text("summary.json" if as_json else "summary.md"))
+    data = MaskStore.open(store).summary
+    click.echo(json.dumps(data, indent=2) if as_json else render_markdown(data))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@ Layout of a store (``zarr.open_group(path)``)::
     probabilities   (class, y, x) or (z, class, y, x) uint8, p * 255 (only with --probabilities)
     blocks          one uint8 per block, 1 once that block's chunks are stored
     x, y            pixel-centre coordinates (GeoTIFF with a north-up transform)
-    summary.json, summary.md    the run summary, beside the arrays
+
+The run summary is kept in the group attributes and written beside the store as
+``<name>.summary.json`` and ``<name>.summary.md`` (``scene_mask.zarr`` -> ``scene_mask.summary.md``).
 
 Every block core is a whole number of chunks, so one task owns each chunk: no locks, no
 read-modify-write. A block's record is set only after its chunks are written, and the group
@@ -121,17 +123,26 @@ class MaskStore:
     def done_blocks(self) -> np.ndarray:
         return self.blocks[...].astype(bool)
 
-    def write_text(self, name: str, text: str) -> None:
+    def save_summary(self, summary_json: dict, markdown: str) -> list[str]:
+        """Keep the summary in the store's attributes (it travels with the store) and write
+        ``summary.json`` and ``summary.md`` beside the store, named after it. Files inside the
+        store would make zarr warn about unknown objects whenever a group is listed."""
+        self.group.attrs["tilepipe"] = {**self.info, "summary": summary_json}
         fs, path = _fs_path(self.url)
-        with fs.open(f"{path}/{name}", "w") as f:
-            f.write(text)
+        stem = path.rstrip("/").removesuffix(".zarr")
+        written = []
+        for suffix, text in (("summary.json", json.dumps(summary_json, indent=2)), ("summary.md", markdown)):
+            with fs.open(f"{stem}.{suffix}", "w") as f:
+                f.write(text)
+            written.append(f"{stem}.{suffix}")
+        return written
 
-    def read_text(self, name: str) -> str:
-        fs, path = _fs_path(self.url)
-        try:
-            return fs.cat(f"{path}/{name}").decode()
-        except FileNotFoundError:
-            raise TilepipeError(f"{self.url}: has no {name} (the run did not finish writing it)") from None
+    @property
+    def summary(self) -> dict:
+        summary = self.info.get("summary")
+        if summary is None:
+            raise TilepipeError(f"{self.url}: holds no run summary (the run did not get that far)")
+        return summary
 
     def mark_complete(self) -> None:
         self.group.attrs["tilepipe"] = {**self.info, "complete": True}

@@ -11,7 +11,7 @@ import json
 import os
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 
@@ -23,6 +23,8 @@ LIBRARIES = ("tilepipe", "torch", "torchvision", "numpy", "rasterio", "zarr", "d
 @dataclass
 class Summary:
     data: dict
+    files: list[str] = field(default_factory=list)
+    """Where the summary was written beside the store."""
 
     def __getitem__(self, key):
         return self.data[key]
