@@ -34,6 +34,9 @@ def run_options(func):
         click.option("--bands", help="Bands to use, 1-based, e.g. 3,2,1 (1 or 3 bands). Default: 1,2,3, or 1 for a 1-band image."),
         click.option("--scaling", help="auto (uint8: full range, others: percentiles), dtype, percentile, or LOW,HIGH."),
         click.option("--percentiles", help="Percentiles for --scaling percentile, e.g. 2,98 (computed from overviews or a sample)."),
+        click.option("--series", help="DICOM: SeriesInstanceUID to read when the folder holds several series."),
+        click.option("--window", help="DICOM: CENTER,WIDTH or a preset (soft-tissue, lung, bone, brain); default: the file's window."),
+        click.option("--level", type=int, help="Whole-slide DICOM: pyramid level (0 = full resolution)."),
         click.option("--tile-size", type=int, help="Tile side in pixels (multiple of the output stride). Default 512."),
         click.option("--overlap", type=int, help="Overlap between neighbouring tiles in pixels. Default 64."),
         click.option("--chunk-size", type=int, help="Zarr chunk side in pixels. Default 512."),
@@ -76,7 +79,7 @@ def main():
 @click.option("-q", "--quiet", is_flag=True, help="No progress line.")
 @_user_errors
 def run(input, output, config, explain, quiet, **kwargs):
-    """Segment INPUT (a GeoTIFF) into the Zarr store OUTPUT."""
+    """Segment INPUT (a GeoTIFF, a DICOM file, series folder or DICOMDIR) into the Zarr store OUTPUT."""
     from .pipeline import RunFailed
     from .pipeline import run as run_pipeline
 
@@ -156,6 +159,21 @@ def summary(store, as_json):
 
     data = MaskStore.open(store).summary
     click.echo(json.dumps(data, indent=2) if as_json else render_markdown(data))
+
+
+@main.command("export")
+@click.argument("store", type=str)
+@click.argument("out", type=str)
+@click.option("--to", "fmt", required=True, type=click.Choice(["cog", "png", "dicom-seg"]), help="Output format.")
+@click.option("--max-size", type=int, default=2048, show_default=True, help="png: longest side of the preview.")
+@click.option("--overlay", is_flag=True, help="png: blend the mask over the input image.")
+@_user_errors
+def export_command(store, out, fmt, max_size, overlay):
+    """Export the mask in STORE to OUT as a Cloud Optimized GeoTIFF, a PNG preview or DICOM SEG."""
+    from .exporters import export
+
+    options = {"max_size": max_size, "overlay": overlay} if fmt == "png" else {}
+    click.echo(export(store, fmt, out, **options))
 
 
 if __name__ == "__main__":

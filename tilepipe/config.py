@@ -21,6 +21,9 @@ class RunOptions:
     bands: tuple[int, ...] | None = None
     scaling: str = "auto"
     percentiles: tuple[float, float] = (2.0, 98.0)
+    series: str | None = None
+    window: str | None = None
+    level: int = 0
     # plan
     tile_size: int = 512
     overlap: int = 64

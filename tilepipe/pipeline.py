@@ -59,7 +59,8 @@ def prepare(input: str, output: str | None, options: RunOptions) -> Prepared:
         raise TilepipeError(f"--blending {options.blending!r}: choose one of {', '.join(BLENDING_MODES)}")
     if options.workers < 1:
         raise TilepipeError(f"--workers {options.workers} must be at least 1")
-    source_spec = SourceSpec(str(input), options.bands, ScalingRequest.parse(options.scaling, options.percentiles))
+    source_spec = SourceSpec(str(input), options.bands, ScalingRequest.parse(options.scaling, options.percentiles),
+                             options.series, options.window, options.level)
     source = open_source(source_spec)
     model_spec = ModelSpec(options.model, str(options.weights), options.output_stride, options.num_classes,
                            options.class_names)

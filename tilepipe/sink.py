@@ -57,6 +57,12 @@ def remove_output(url: str) -> None:
     fs.rm(path, recursive=True)
 
 
+def _gdal_geotransform(affine: list[float]) -> list[float]:
+    """rasterio's (a, b, c, d, e, f) to GDAL's (c, a, b, f, d, e)."""
+    a, b, c, d, e, f = affine
+    return [c, a, b, f, d, e]
+
+
 class MaskStore:
     """A tilepipe Zarr store, opened for writing blocks or for reading the result."""
 
@@ -85,10 +91,17 @@ class MaskStore:
                                dimension_names=[*stack_dim, "class", "y", "x"],
                                attributes={"long_name": "class probability", "scale_factor": 1 / 255})
         group.create_array("blocks", shape=plan.block_grid_shape, chunks=(1,) * len(plan.block_grid_shape),
-                           dtype="uint8", fill_value=0,
+                           dtype="uint8", fill_value=0, dimension_names=[*stack_dim, "block_row", "block_col"],
                            attributes={"description": "1 once the block's chunks are stored"})
         for name, values in (coordinates or {}).items():
             group.create_array(name, data=values, chunks=values.shape, dimension_names=[name])
+        if attrs.get("crs_wkt"):
+            # CF grid mapping, so xarray/rioxarray find the CRS: mask.grid_mapping -> spatial_ref
+            ref = group.create_array("spatial_ref", shape=(), dtype="int32", fill_value=0, dimension_names=[],
+                                     attributes={"crs_wkt": attrs["crs_wkt"], "spatial_ref": attrs["crs_wkt"],
+                                                 "GeoTransform": " ".join(map(str, _gdal_geotransform(attrs["transform"])))})
+            ref[...] = 0
+            group["mask"].attrs.update({"grid_mapping": "spatial_ref", "coordinates": "spatial_ref"})
         group.attrs.update({**attrs, "tilepipe": {**attrs.get("tilepipe", {}), "format": STORE_FORMAT, "complete": False}})
         return cls(url, group)
 

@@ -141,8 +141,10 @@ def render_markdown(d: dict) -> str:
         f"Status: **{d['status']}**, {d['created']}. Store: `{d['output']['store']}`, mask {' x '.join(map(str, d['output']['mask_shape']))} uint8.",
         "",
         "## Input",
-        f"- `{inp['path']}`: {inp['format']}, {inp['width']} x {inp['height']} px ({inp['megapixels']} MP), "
-        f"{inp['dtype']}, bands {inp['bands_used']} of {inp['band_count']}, {inp.get('layout', '')}, compression {inp.get('compression', 'n/a')}",
+        f"- `{inp['path']}`: {inp['format']}, {inp['width']} x {inp['height']} px"
+        + (f" x {inp['depth']} planes" if inp.get("depth") else "")
+        + f" ({inp['megapixels']} MP), {inp['dtype']}, bands {inp['bands_used']} of {inp['band_count']}"
+        + "".join(f", {inp[k]}" for k in ("layout", "compression") if inp.get(k)),
         f"- Scaling: {inp['scaling']['method']} from {inp['scaling']['sample']} (low {inp['scaling']['low']}, high {inp['scaling']['high']})",
         "",
         "## Model",

@@ -23,6 +23,12 @@ class SourceSpec:
     path: str
     bands: tuple[int, ...] | None = None
     scaling: ScalingRequest = ScalingRequest()
+    series: str | None = None
+    """DICOM: the SeriesInstanceUID to read when a folder holds several series."""
+    window: str | None = None
+    """DICOM: ``CENTER,WIDTH`` or a preset name; ``None`` = the file's own window, else percentiles."""
+    level: int = 0
+    """Whole-slide DICOM: the pyramid level (0 = highest resolution)."""
 
 
 class Source(Protocol):

@@ -1,0 +1,32 @@
+"""Exporters: turn a finished tilepipe store into files other tools open.
+
+Each exporter module exposes ``export(store: MaskStore, out: str, **options) -> str`` (the path it
+wrote) and reads the store block by block, never the whole mask at once. ``FORMATS`` maps the
+``tilepipe export --to`` names to those modules.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from ..errors import TilepipeError
+from ..sink import MaskStore
+
+FORMATS = {
+    "cog": "tilepipe.exporters.cog",
+    "png": "tilepipe.exporters.png",
+    "dicom-seg": "tilepipe.exporters.dicom_seg",
+}
+
+
+def export(store_url: str, fmt: str, out: str, **options) -> str:
+    if fmt not in FORMATS:
+        raise TilepipeError(f"--to {fmt!r}: choose one of {', '.join(FORMATS)}")
+    store = MaskStore.open(store_url)
+    if not store.is_complete:
+        raise TilepipeError(f"{store_url}: the run that wrote this store did not finish; run it again (or --resume) before exporting")
+    try:
+        module = importlib.import_module(FORMATS[fmt])
+    except ModuleNotFoundError as exc:
+        raise TilepipeError(f"--to {fmt}: needs the Python package {exc.name!r}; install it with pip") from None
+    return module.export(store, out, **options)
