@@ -1,0 +1,64 @@
+"""End to end on the five real GeoTIFFs with the real DeepLabV3-ResNet101 architecture."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+import zarr
+
+import tilepipe
+from tests.conftest import GEOTIFFS, shared_file
+
+NAMES = ["RGB.byte.tif", "cogeo.tif", "rgb_lzw.tif", "rmnp-rgb.tif",
+         "LC08_L1TP_224077_20200518_20200518_01_RT_B2_60m.TIF"]
+
+
+@pytest.mark.real_model
+@pytest.mark.parametrize("name", NAMES)
+def test_real_geotiff_end_to_end(name, tmp_path):
+    path = shared_file("geotiff", name)
+    out = tmp_path / "mask.zarr"
+    summary = tilepipe.run(str(path), str(out), weights="none", workers=1)
+    group = zarr.open_group(str(out), mode="r")
+    mask = group["mask"][...]
+    with rasterio.open(path) as src:
+        assert mask.shape == (src.height, src.width)
+        assert group.attrs["crs_wkt"] == src.crs.to_wkt()
+        assert group.attrs["epsg"] == src.crs.to_epsg()
+        assert group.attrs["transform"] == pytest.approx(list(src.transform)[:6])
+        valid = src.dataset_mask() > 0
+    assert (mask[~valid] == 255).all()
+    assert (mask[valid] < summary["model"]["num_classes"]).all()
+    assert tilepipe.open(str(out)).is_complete
+    assert summary["warnings"][0].startswith("RANDOM WEIGHTS")
+    if name == "LC08_L1TP_224077_20200518_20200518_01_RT_B2_60m.TIF":
+        assert summary["input"]["scaling"]["method"].startswith("percentile")  # uint16: statistics, not 0..65535
+        assert "windows" in summary["input"]["scaling"]["sample"]  # no overviews: sampled, not a full read
+    if name == "cogeo.tif":
+        assert summary["input"]["overviews"] == [2, 4, 8, 16, 32, 64]
+
+
+def test_rgb_byte_has_nodata_corners_written_as_255(tmp_path):
+    path = shared_file("geotiff", "RGB.byte.tif")
+    out = tmp_path / "m.zarr"
+    tilepipe.run(str(path), str(out), model="standin", weights="none", tile_size=256, chunk_size=256, block_size=256)
+    mask = zarr.open_group(str(out))["mask"][...]
+    with rasterio.open(path) as src:
+        valid = src.dataset_mask() > 0
+    assert (~valid).sum() > 10000
+    assert ((mask == 255) == ~valid).all()
+
+
+def test_all_nodata_blocks_skip_the_model(tmp_tif, tmp_path):
+    from tests.conftest import smooth_image
+
+    data = smooth_image(512, 768)
+    data[:, :, 256:] = 0  # right two thirds: nodata
+    path = tmp_tif(data=data, nodata=0)
+    summary = tilepipe.run(str(path), str(tmp_path / "m.zarr"), model="standin", weights="none", tile_size=128,
+                           overlap=32, chunk_size=256, block_size=256)
+    assert summary["plan"]["blocks"] == 6 and summary["plan"]["blocks_no_data"] == 4
+    mask = zarr.open_group(str(tmp_path / "m.zarr"))["mask"][...]
+    assert (mask[:, 256:] == 255).all() and (mask[:, :256] != 255).all()
+    assert summary["plan"]["tiles_skipped_no_data"] > 0

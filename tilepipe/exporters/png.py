@@ -1,0 +1,114 @@
+"""A PNG preview of the mask: the class colours of :mod:`.colors`, a legend, optionally over the image.
+
+The preview's longest side is ``max_size`` (or the mask's, when the mask is smaller), and it is
+sampled nearest-neighbour at pixel centres, one chunk row of the store at a time, so a preview of
+a 100,000-pixel-wide mask reads one row of chunks at once and never holds the mask. Labels are
+sampled, not averaged: an average of class numbers is a meaningless class.
+
+Without ``overlay`` the PNG is RGBA and nodata is transparent. With ``overlay`` the classes are
+blended half-and-half over the input image (its path is in the store; it is read downsampled, from
+its overviews where it has them, and scaled to 0-255 with the intensity scaling the run recorded,
+so the picture is what the network saw); nodata shows the image alone.
+
+The legend (swatch and name of every class visible in the preview) sits in the top-left corner,
+inside the map area, so the file has exactly the requested size.
+
+For a stack (a (z, y, x) store from a DICOM series) the preview shows the middle slice.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import rasterio
+from PIL import Image, ImageDraw, ImageFont
+from rasterio.errors import RasterioError
+
+from ..errors import TilepipeError
+from ..sink import MaskStore
+from ..sources.scaling import IntensityScaling
+from ..stitch import NO_LABEL
+from .cog import staged_output
+from .colors import ALPHA, PALETTE
+
+OVERLAY_OPACITY = 0.5
+
+
+def export(store: MaskStore, out: str, max_size: int = 2048, overlay: bool = False) -> str:
+    """Write a preview of ``store`` to ``out``; returns ``out``."""
+    if max_size < 1:
+        raise TilepipeError(f"--max-size {max_size}: must be at least 1")
+    labels = sample_labels(store, max_size)
+    if overlay:
+        image = _blend(_input_image(store, labels.shape), labels)
+    else:
+        image = Image.fromarray(np.dstack([PALETTE[labels], ALPHA[labels]]))
+    present = [int(v) for v in np.unique(labels) if v != NO_LABEL]
+    _draw_legend(image, [(PALETTE[v], store.group.attrs["class_names"][v]) for v in present])
+    with staged_output(out) as (_, path):
+        image.save(path, format="PNG")
+    return str(out)
+
+
+def preview_shape(height: int, width: int, max_size: int) -> tuple[int, int]:
+    """Scale ``(height, width)`` so the longest side is ``max_size``; never enlarge."""
+    scale = min(1.0, max_size / max(height, width))
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def _centres(size: int, count: int) -> np.ndarray:
+    """Indices of the source pixels under the centres of ``count`` preview pixels."""
+    return ((np.arange(count) + 0.5) * size / count).astype(np.int64)
+
+
+def sample_labels(store: MaskStore, max_size: int) -> np.ndarray:
+    """The nearest-neighbour preview of the mask (the middle slice of a stack), read by chunk rows."""
+    mask = store.mask
+    plane = (mask.shape[0] // 2,) if mask.ndim == 3 else ()
+    height, width = mask.shape[-2:]
+    rows, cols = (_centres(n, c) for n, c in zip((height, width), preview_shape(height, width, max_size)))
+    labels = np.empty((len(rows), len(cols)), np.uint8)
+    chunk = mask.chunks[-2]
+    for start in range(0, height, chunk):
+        here = (rows >= start) & (rows < start + chunk)
+        if here.any():
+            labels[here] = mask.oindex[plane + (rows[here], cols)]
+    return labels
+
+
+def _input_image(store: MaskStore, shape: tuple[int, int]) -> np.ndarray:
+    """The run's input bands, read at ``shape`` and scaled as the run scaled them: (h, w, 3) uint8."""
+    path = store.info["input"]
+    facts = store.summary["input"]
+    try:
+        with rasterio.open(path) as ds:
+            raw = ds.read(facts["bands_used"], out_shape=(len(facts["bands_used"]), *shape))
+    except RasterioError as exc:
+        raise TilepipeError(f"--overlay: cannot read the input {path} ({str(exc).strip().splitlines()[0]}); "
+                            f"export without --overlay") from None
+    scaled = (IntensityScaling(**facts["scaling"]).apply(raw) * 255).round().astype(np.uint8)
+    return np.broadcast_to(scaled, (3, *shape)).transpose(1, 2, 0)
+
+
+def _blend(picture: np.ndarray, labels: np.ndarray) -> Image.Image:
+    colours = PALETTE[labels].astype(np.float32)
+    mixed = (1 - OVERLAY_OPACITY) * picture + OVERLAY_OPACITY * colours
+    labelled = (labels != NO_LABEL)[..., None]
+    return Image.fromarray(np.where(labelled, mixed.round(), picture).astype(np.uint8))
+
+
+def _draw_legend(image: Image.Image, entries: list[tuple[np.ndarray, str]]) -> None:
+    """A white box in the top-left corner: one swatch and name per entry. Text scales with the
+    preview (10 to 32 px) so it stays readable at 300 px and at 4000 px."""
+    if not entries:
+        return
+    size = min(32, max(10, max(image.size) // 64))
+    font = ImageFont.load_default(size=size)
+    draw = ImageDraw.Draw(image)
+    pad, line = size // 2, size + size // 2
+    text_width = max(draw.textlength(name, font=font) for _, name in entries)
+    box = (0, 0, int(pad * 3 + size + text_width), pad * 2 + line * len(entries) - (line - size))
+    draw.rectangle(box, fill=(255, 255, 255, 255), outline=(0, 0, 0, 255))
+    for i, (colour, name) in enumerate(entries):
+        top = pad + i * line
+        draw.rectangle((pad, top, pad + size, top + size), fill=(*map(int, colour), 255), outline=(0, 0, 0, 255))
+        draw.text((pad * 2 + size, top + size / 2), name, fill=(0, 0, 0, 255), font=font, anchor="lm")
