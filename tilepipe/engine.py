@@ -3,8 +3,9 @@
 One :class:`Engine` per process wraps the loaded model on its device. Forward passes are
 serialised by a lock: several block tasks may prepare tiles and write chunks at once, but only
 one batch occupies the device (or the CPU's cores) at a time, which is what keeps a big model's
-memory bounded and its kernels saturated. On CUDA the engine uses bf16/fp16 autocast,
-channels_last memory format, cuDNN autotuning, pinned host memory and non-blocking copies.
+memory bounded and its kernels saturated. The engine always uses the channels_last memory format
+and inference mode; on CUDA it adds bf16/fp16 autocast, cuDNN autotuning, pinned host memory and
+non-blocking copies.
 """
 
 from __future__ import annotations
@@ -65,12 +66,12 @@ class Engine:
         self.device = resolve_device(options.device)
         self.precision = resolve_precision(options.precision, self.device)
         self.cuda = self.device.type == "cuda"
-        self.tactics = {"inference_mode": True, "batching": self.batch_size > 1}
-        module = model.module.to(self.device)
+        self.tactics = {"inference_mode": True, "batching": self.batch_size > 1, "channels_last": True}
+        # channels_last (NHWC) suits both cuDNN's tensor-core kernels and oneDNN's CPU convolutions
+        module = model.module.to(self.device).to(memory_format=torch.channels_last)
         if self.cuda:
-            module = module.to(memory_format=torch.channels_last)
             torch.backends.cudnn.benchmark = True
-            self.tactics.update(channels_last=True, cudnn_benchmark=True, pinned_memory=True, non_blocking_copies=True)
+            self.tactics.update(cudnn_benchmark=True, pinned_memory=True, non_blocking_copies=True)
         if self.precision != "fp32":
             self.tactics["mixed_precision"] = self.precision
         self.module = module
@@ -95,13 +96,11 @@ class Engine:
             start = time.perf_counter()
             x = self._to_device(images)
             keep = self._to_device(valid)[:, None]
-            x = ((x - self.mean) / self.std) * keep
-            if self.cuda:
-                x = x.contiguous(memory_format=torch.channels_last)
+            x = (((x - self.mean) / self.std) * keep).contiguous(memory_format=torch.channels_last)
             dtype = PRECISIONS[self.precision]
             with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
                 logits = self.module(x)["out"]
-            probs = torch.softmax(logits.float(), dim=1)
+            probs = torch.softmax(logits.float(), dim=1).contiguous()  # NCHW: per-class planes for blending
             if self.cuda:
                 torch.cuda.synchronize(self.device)
             return probs, time.perf_counter() - start
