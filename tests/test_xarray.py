@@ -1,8 +1,6 @@
 """The store as other tools see it: xarray opens it with the source's pixel-centre coordinates and
 rioxarray finds its CRS; and the CLI writes byte for byte the store the Python API writes."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import rasterio
@@ -12,20 +10,18 @@ import zarr
 from click.testing import CliRunner
 
 import tilepipe
+from tests.conftest import shared_file
 from tilepipe.cli import main
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "geotiff"
 SCENES = {"rgb": "RGB.byte.tif", "landsat": "LC08_L1TP_224077_20200518_20200518_01_RT_B2_60m.TIF"}
 OPTIONS = {"tile_size": 256, "overlap": 32, "chunk_size": 256, "block_size": 512}
 """Not the defaults, so the CLI-versus-API comparison shows the flags arrive."""
 
 
 @pytest.fixture(scope="module", params=sorted(SCENES))
-def api_run(request, tmp_path_factory) -> tuple[Path, Path]:
+def api_run(request, tmp_path_factory):
     """``(input, store)`` of a stand-in run through the Python API."""
-    source = DATA / SCENES[request.param]
-    if not source.exists():
-        pytest.skip(f"shared test data not found: {source}")
+    source = shared_file("geotiff", SCENES[request.param])
     store = tmp_path_factory.mktemp(request.param) / "api.zarr"
     tilepipe.run(str(source), str(store), model="standin", weights="none", **OPTIONS)
     return source, store

@@ -17,6 +17,16 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 
 from .config import RunOptions  # noqa: E402
 from .errors import TilepipeError  # noqa: E402
-from .pipeline import RunFailed, open, plan, run  # noqa: E402
 
 __all__ = ["RunOptions", "RunFailed", "TilepipeError", "open", "plan", "run", "__version__"]
+_PIPELINE = {"RunFailed", "open", "plan", "run"}
+
+
+def __getattr__(name: str):
+    """The pipeline imports torch (seconds); load it only when the API is used, so that
+    ``tilepipe --version``, ``tilepipe catalog`` and ``tilepipe export`` start instantly."""
+    if name in _PIPELINE:
+        from . import pipeline
+
+        return getattr(pipeline, name)
+    raise AttributeError(f"module 'tilepipe' has no attribute {name!r}")
