@@ -11,7 +11,7 @@ import zarr
 import tilepipe
 from tests.conftest import shared_file, smooth_image, write_geotiff
 from tilepipe.model import ModelSpec, build_deeplabv3_resnet101, load_model
-from tilepipe.stitch import NO_LABEL
+from tilepipe.sink import NO_LABEL
 
 
 def whole_image_probabilities(module, path, mean, std) -> tuple[np.ndarray, np.ndarray]:

@@ -20,9 +20,10 @@ from .engine import EngineOptions, cached_engine
 from .errors import TilepipeError
 from .grid import Plan, Window
 from .model import ModelSpec
-from .sink import MaskStore
+
 from .sources import SourceSpec, open_source
-from .stitch import NO_LABEL, BlockStitcher
+from .sink import NO_LABEL, MaskStore
+from .stitch import BlockStitcher
 
 STAGES = ("read", "preprocess", "forward", "stitch", "write")
 

@@ -26,9 +26,10 @@ import zarr
 
 from .errors import TilepipeError
 from .grid import Block, Plan
-from .stitch import NO_LABEL
 
 STORE_FORMAT = "tilepipe-mask/1"
+NO_LABEL = 255
+"""The mask value for pixels where the source has no data (and the Zarr fill value)."""
 
 
 def _fs_path(url: str):

@@ -19,10 +19,10 @@ import numpy as np
 import torch
 
 from .grid import Window
+from .sink import NO_LABEL
 
 BLENDING_MODES = ("gaussian", "crop")
 SIGMA_SCALE = 0.125
-NO_LABEL = 255
 
 
 @lru_cache(maxsize=8)

@@ -30,7 +30,7 @@ from rasterio.transform import Affine
 
 from ..errors import TilepipeError
 from ..sink import MaskStore
-from ..stitch import NO_LABEL
+from ..sink import NO_LABEL
 from .colors import colormap
 
 TILE = 512

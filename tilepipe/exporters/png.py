@@ -26,7 +26,7 @@ from rasterio.errors import RasterioError
 from ..errors import TilepipeError
 from ..sink import MaskStore
 from ..sources.scaling import IntensityScaling
-from ..stitch import NO_LABEL
+from ..sink import NO_LABEL
 from .cog import staged_output
 from .colors import ALPHA, PALETTE
 
