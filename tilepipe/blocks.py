@@ -20,9 +20,8 @@ from .engine import EngineOptions, cached_engine
 from .errors import TilepipeError
 from .grid import Plan, Window
 from .model import ModelSpec
-
-from .sources import SourceSpec, open_source
 from .sink import NO_LABEL, MaskStore
+from .sources import SourceSpec, open_source
 from .stitch import BlockStitcher
 
 STAGES = ("read", "preprocess", "forward", "stitch", "write")
@@ -48,6 +47,8 @@ class BlockReport:
     tiles: int = 0
     tiles_skipped: int = 0
     no_data: bool = False
+    read_pixels: int = 0
+    forward_calls: int = 0
     seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     error: str | None = None
     traceback: str | None = field(default=None, repr=False)
@@ -88,6 +89,7 @@ def process_block(ctx: RunContext, index: tuple[int, ...]) -> BlockReport:
         engine = cached_engine(ctx.model, ctx.engine)
         store = _open_store(ctx.store_url)
         read = block.read_window
+        report.read_pixels = read.area
         with report.stage("read"):
             pixels, valid = source.read(read, block.plane)
         core_valid = valid[block.core.relative_to(read)]
@@ -105,6 +107,7 @@ def process_block(ctx: RunContext, index: tuple[int, ...]) -> BlockReport:
                 images, masks = tile_inputs(pixels, valid, read, batch, source.scaling)
             probabilities, busy = engine.predict(images, masks)
             report.seconds["forward"] += busy
+            report.forward_calls += 1
             with report.stage("stitch"):
                 for tile, probs in zip(batch, probabilities):
                     stitcher.add(tile, probs)

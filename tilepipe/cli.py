@@ -161,6 +161,22 @@ def summary(store, as_json):
     click.echo(json.dumps(data, indent=2) if as_json else render_markdown(data))
 
 
+@main.command()
+@click.argument("entry_id", required=False)
+@_user_errors
+def catalog(entry_id):
+    """List the reference catalog, or show entry ENTRY_ID (the ids a run summary cites)."""
+    from .catalog import format_entry, format_listing, load_catalog
+
+    entries = load_catalog()
+    if entry_id is None:
+        click.echo(format_listing(entries))
+    elif entry_id in entries:
+        click.echo(format_entry(entries[entry_id]))
+    else:
+        raise TilepipeError(f"no catalog entry {entry_id!r}; `tilepipe catalog` lists them")
+
+
 @main.command("export")
 @click.argument("store", type=str)
 @click.argument("out", type=str)

@@ -23,6 +23,22 @@ from .model import LoadedModel, ModelSpec, cached_model
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
+PEAK_TFLOPS = (
+    # (name fragment, dense bf16/fp16 tensor-core peak, fp32 peak), from NVIDIA's datasheets;
+    # the first fragment found in torch.cuda.get_device_name() wins, so specific names come first.
+    ("H100 PCIe", 756.0, 51.2), ("H100 NVL", 835.0, 60.0), ("H100", 989.4, 66.9), ("H200", 989.4, 66.9),
+    ("A100", 312.0, 19.5), ("L40S", 362.1, 91.6), ("L4", 121.0, 30.3), ("A10", 125.0, 31.2),
+    ("V100", 125.0, 15.7), ("T4", 65.0, 8.1),
+)
+
+
+def device_peak_tflops(device_name: str, precision: str) -> float | None:
+    """The device's dense peak for this precision, or None when unknown (and on CPUs)."""
+    for fragment, half, single in PEAK_TFLOPS:
+        if fragment in device_name:
+            return single if precision == "fp32" else half
+    return None
+
 
 @dataclass(frozen=True)
 class EngineOptions:
@@ -66,6 +82,7 @@ class Engine:
         self.device = resolve_device(options.device)
         self.precision = resolve_precision(options.precision, self.device)
         self.cuda = self.device.type == "cuda"
+        self.device_name = torch.cuda.get_device_name(self.device) if self.cuda else _cpu_name()
         self.tactics = {"inference_mode": True, "batching": self.batch_size > 1, "channels_last": True}
         # channels_last (NHWC) suits both cuDNN's tensor-core kernels and oneDNN's CPU convolutions
         module = model.module.to(self.device).to(memory_format=torch.channels_last)
@@ -108,7 +125,8 @@ class Engine:
     def describe(self) -> dict:
         return {
             "device": str(self.device),
-            "device_name": torch.cuda.get_device_name(self.device) if self.cuda else _cpu_name(),
+            "device_name": self.device_name,
+            "peak_tflops": device_peak_tflops(self.device_name, self.precision) if self.cuda else None,
             "precision": self.precision,
             "batch_size": self.batch_size,
             "torch_threads": torch.get_num_threads(),

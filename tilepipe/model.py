@@ -76,6 +76,19 @@ class LoadedModel:
     def __post_init__(self) -> None:
         self.parameters = sum(p.numel() for p in self.module.parameters())
 
+    def meta_copy(self, output_stride: int | None = None) -> nn.Module:
+        """The same architecture on the meta device (shapes only, no memory, no weights)."""
+        with torch.device("meta"):
+            if self.spec.architecture == "standin":
+                return StandIn(self.num_classes)
+            return build_deeplabv3_resnet101(self.num_classes, output_stride or self.output_stride)
+
+    def macs_per_tile(self, height: int, width: int, output_stride: int | None = None) -> int:
+        """Multiply-adds of one forward pass on a (height, width) tile, as this run executes it
+        (no auxiliary head). Counted with torch's FlopCounterMode on a meta-device copy: exact
+        for convolutions and matrix products, and it costs no computation."""
+        return count_macs(self.meta_copy(output_stride), height, width)
+
     def describe(self) -> dict:
         return {
             "architecture": self.spec.architecture,
@@ -88,6 +101,16 @@ class LoadedModel:
             "parameters": self.parameters,
             "normalisation": {"mean": list(self.mean), "std": list(self.std)},
         }
+
+
+def count_macs(module: nn.Module, height: int, width: int) -> int:
+    """Multiply-adds of ``module`` on one (3, height, width) input; ``module`` may live on meta."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    device = next(module.parameters()).device
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        module.eval()(torch.empty(1, 3, height, width, device=device))
+    return counter.get_total_flops() // 2  # the counter reports 2 FLOPs per multiply-add
 
 
 def build_deeplabv3_resnet101(num_classes: int, output_stride: int = 8, aux: bool = False) -> DeepLabV3:

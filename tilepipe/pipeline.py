@@ -7,7 +7,6 @@ writes the summary, and only then marks the store complete.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -159,7 +158,7 @@ def run(input: str, output: str, options: RunOptions | None = None, *, config=No
     blocks_seconds = time.perf_counter() - t1
     failed = [r for r in reports if r.error]
     summary = build_summary(prepared, reports, str(output), setup_seconds, blocks_seconds, t0)
-    summary.files = store.save_summary(json.loads(summary.to_json()), summary.to_markdown())
+    summary.files = store.save_summary(summary.data, summary.to_markdown())
     if failed:
         first = failed[0]
         raise RunFailed(

@@ -1,8 +1,13 @@
-"""The run summary: what ran, what it cost, where the time went; written beside the mask.
+"""The run summary: what ran, what it cost, where the time went; kept in the store and beside it.
 
-Every figure comes from this run's own measurements. Stage times are *busy* seconds summed over
-the block tasks: with several workers, reading and writing overlap the forward pass, so the busy
-times may add up to more than the wall time; the summary states that overlap instead of hiding it.
+Every figure comes from this run's own measurements (or, for multiply-adds, from counting the
+network as it ran). Stage times are *busy* seconds summed over the block tasks: with several
+workers, reading and writing overlap the forward pass, so busy times may add up to more than the
+blocks' wall time; the summary states that overlap instead of hiding it. The wall time itself is
+split into parts that run one after another (setup, blocks, finalise) and add up to it.
+
+The two explanatory sections are pure functions of the figures: :func:`tilepipe.tactics.tactics_used`
+("How ResNet-101 stays fast here") and :func:`bottleneck`.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from .blocks import STAGES, BlockReport
 
-LIBRARIES = ("tilepipe", "torch", "torchvision", "numpy", "rasterio", "zarr", "dask", "pydicom")
+LIBRARIES = ("tilepipe", "torch", "torchvision", "numpy", "rasterio", "zarr", "dask", "distributed", "pydicom")
 
 
 @dataclass
@@ -64,17 +69,25 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+def _r(value: float, digits: int = 4) -> float:
+    return round(float(value), digits)
+
+
 def build_summary(prepared, reports: list[BlockReport], store_url: str, setup_seconds: float,
                   blocks_seconds: float, started: float) -> Summary:
+    from .tactics import tactics_used
+
+    finalize_start = time.perf_counter()
     p, source, engine = prepared.plan, prepared.source, prepared.engine
     model, options = engine.model, prepared.options
-    wall = time.perf_counter() - started
     busy = {stage: sum(r.seconds.get(stage, 0.0) for r in reports) for stage in STAGES}
     busy_total = sum(busy.values())
     tiles = sum(r.tiles for r in reports)
     no_data = [r for r in reports if r.no_data]
     failed = [r for r in reports if r.error]
     tiles_no_data = sum(r.tiles_skipped for r in reports) + sum(p.block(r.index).tile_count for r in no_data)
+    macs = model.macs_per_tile(p.tile_height, p.tile_width)
+    forward_flops = 2 * macs * tiles
     warnings = []
     if model.random_weights:
         warnings.append("RANDOM WEIGHTS: this mask is meaningless; it only exercises the pipeline (--weights none).")
@@ -85,10 +98,16 @@ def build_summary(prepared, reports: list[BlockReport], store_url: str, setup_se
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "status": "failed" if failed else "complete",
         "warnings": warnings,
-        "input": {**source.describe(), "megapixels": round(p.megapixels, 4)},
+        "input": {**source.describe(), "megapixels": _r(p.megapixels, 6)},
         "output": {"store": store_url, "mask_shape": ([p.depth] if p.depth else []) + [p.height, p.width],
                    "chunks": [p.chunk_size, p.chunk_size], "probabilities": options.probabilities},
-        "model": model.describe(),
+        "model": {
+            **model.describe(),
+            "macs_per_tile": macs,
+            "macs_counted_on": [p.tile_height, p.tile_width],
+            "macs_note": "multiply-adds of one forward pass as run (no auxiliary head), counted at run time "
+                         "with torch.utils.flop_counter on a meta-device copy",
+        },
         "engine": engine.describe(),
         "plan": {
             "tile": [p.tile_height, p.tile_width],
@@ -104,19 +123,17 @@ def build_summary(prepared, reports: list[BlockReport], store_url: str, setup_se
             "tiles_planned": p.tiles_computed,
             "tiles_computed": tiles,
             "tiles_skipped_no_data": tiles_no_data,
-            "overlap_cost_factor": round(p.overlap_cost_factor, 4),
+            "compute_saved_by_skipping": _r(tiles_no_data / p.tiles_computed) if p.tiles_computed else 0.0,
+            "overlap_cost_factor": _r(p.overlap_cost_factor),
+            "read_megapixels": _r(sum(r.read_pixels for r in reports) / 1e6),
+            "largest_read_megapixels": _r(max((r.read_pixels for r in reports), default=0) / 1e6),
+            "forward_calls": sum(r.forward_calls for r in reports),
+            "chunks_written": sum(_chunks(p.block(r.index).core, p.chunk_size) for r in reports if not r.error),
         },
         "timing": {
-            "wall_seconds": round(wall, 4),
-            "setup_seconds": round(setup_seconds, 4),
-            "blocks_wall_seconds": round(blocks_seconds, 4),
-            "stage_busy_seconds": {k: round(v, 4) for k, v in busy.items()},
-            "stage_share_of_block_busy": {k: round(v / busy_total, 4) if busy_total else 0.0 for k, v in busy.items()},
-            "busy_over_blocks_wall": round(busy_total / blocks_seconds, 3) if blocks_seconds else 0.0,
-        },
-        "throughput": {
-            "megapixels_per_second": round(p.megapixels / wall, 4) if wall else 0.0,
-            "tiles_per_second": round(tiles / wall, 4) if wall else 0.0,
+            "stage_busy_seconds": {k: _r(v) for k, v in busy.items()},
+            "stage_share_of_block_busy": {k: _r(v / busy_total) if busy_total else 0.0 for k, v in busy.items()},
+            "busy_over_blocks_wall": _r(busy_total / blocks_seconds, 3) if blocks_seconds else 0.0,
         },
         "environment": {
             "workers": options.workers,
@@ -128,7 +145,84 @@ def build_summary(prepared, reports: list[BlockReport], store_url: str, setup_se
         },
         "failed_blocks": [{"index": list(r.index), "core": r.core, "error": r.error} for r in failed],
     }
-    return Summary(data)
+    data["bottleneck"] = data["tactics"] = None  # filled below, from the figures
+    finalize_seconds = time.perf_counter() - finalize_start
+    wall = time.perf_counter() - started
+    timing = data["timing"]
+    timing.update(
+        wall_seconds=_r(wall),
+        sequential_seconds={"setup": _r(setup_seconds), "blocks": _r(blocks_seconds), "finalize": _r(finalize_seconds)},
+        stage_share_of_wall={k: _r(v / wall) for k, v in busy.items()},
+        overlap=_overlap_note(busy_total, blocks_seconds, options.workers),
+    )
+    forward = busy["forward"]
+    peak = data["engine"]["peak_tflops"]
+    data["throughput"] = {
+        "megapixels_per_second": _r(p.megapixels / wall, 6),
+        "tiles_per_second": _r(tiles / wall, 6),
+        "model_tflops_while_running": _r(forward_flops / forward / 1e12, 6) if forward else 0.0,
+        "model_tflops_over_wall": _r(forward_flops / wall / 1e12, 6),
+        "fraction_of_device_peak": _r(forward_flops / forward / 1e12 / peak) if forward and peak else None,
+    }
+    data["bottleneck"] = bottleneck(data, p, model)
+    data["tactics"] = tactics_used(data)
+    return Summary(json.loads(json.dumps(data, default=_jsonable)))  # plain JSON types, as stored
+
+
+def _chunks(core, chunk: int) -> int:
+    return -(-core.height // chunk) * -(-core.width // chunk)
+
+
+def _overlap_note(busy_total: float, blocks_wall: float, workers: int) -> str:
+    if blocks_wall <= 0:
+        return "no blocks ran"
+    ratio = busy_total / blocks_wall
+    if ratio > 1.02:
+        return (f"{workers} block tasks overlapped: {busy_total:.2f} s of stage work in {blocks_wall:.2f} s of wall "
+                f"time ({ratio:.2f}x), so stage times add up to more than the wall time")
+    return f"stages ran one after another: {busy_total:.2f} s of stage work in {blocks_wall:.2f} s of wall time"
+
+
+def bottleneck(d: dict, plan, model) -> dict:
+    """The stage that dominated and what would make this run faster, from its measured shares."""
+    busy = d["timing"]["stage_busy_seconds"]
+    wall = d["timing"]["wall_seconds"]
+    stage = max(busy, key=busy.get)
+    share = busy[stage] / wall if wall else 0.0
+    advice = []
+    setup = d["timing"]["sequential_seconds"]["setup"]
+    if wall and setup / wall > 0.3:
+        advice.append(f"setup (opening the input, loading weights) took {setup:.1f} s of {wall:.1f} s: a fixed cost "
+                      "that larger inputs amortise")
+    eng, pl = d["engine"], d["plan"]
+    if stage == "forward":
+        if eng["device"] == "cpu":
+            advice.append(f"the network ran on the CPU at {d['throughput']['model_tflops_while_running']:.3f} TFLOP/s; "
+                          "a CUDA GPU (--device cuda) is the change that matters")
+        else:
+            if eng["precision"] == "fp32":
+                advice.append("use --precision bf16 (tensor cores)")
+            advice.append(f"try a larger --batch-size than {eng['batch_size']}")
+        if pl["output_stride"] == 8 and model.spec.architecture != "standin":
+            cheaper = model.macs_per_tile(*pl["tile"], output_stride=16)
+            advice.append(f"--output-stride 16 needs {cheaper / 1e9:.1f} G multiply-adds per tile instead of "
+                          f"{d['model']['macs_per_tile'] / 1e9:.1f} G (check the accuracy trade-off)")
+        if pl["overlap_cost_factor"] > 1.3 and plan.block_size * 2 <= max(plan.height, plan.width) * 2:
+            bigger = type(plan)(plan.height, plan.width, plan.grid, plan.chunk_size, plan.block_size * 2, plan.depth)
+            if bigger.overlap_cost_factor < plan.overlap_cost_factor - 0.01:
+                advice.append(f"--block-size {bigger.block_size} would lower the overlap cost factor from "
+                              f"{plan.overlap_cost_factor:.2f} to {bigger.overlap_cost_factor:.2f} "
+                              "(more memory per block)")
+    elif stage == "read":
+        advice.append("reading dominates: use a tiled, compressed input (a COG), a local copy, or more --workers")
+    elif stage == "stitch":
+        advice.append("blending dominates: it runs on the engine's device, so a GPU speeds it up; "
+                      "--blending crop is cheaper than gaussian")
+    elif stage == "write":
+        advice.append("writing dominates: use a faster disk or a larger --chunk-size")
+    elif stage == "preprocess":
+        advice.append("scaling tiles dominates: more --workers spread it over cores")
+    return {"stage": stage, "share_of_wall": _r(share), "advice": advice}
 
 
 def render_markdown(d: dict) -> str:
@@ -137,47 +231,66 @@ def render_markdown(d: dict) -> str:
     lines += [f"> **{w}**" for w in d["warnings"]]
     if d["warnings"]:
         lines.append("")
+    mp = inp["megapixels"]
     lines += [
-        f"Status: **{d['status']}**, {d['created']}. Store: `{d['output']['store']}`, mask {' x '.join(map(str, d['output']['mask_shape']))} uint8.",
+        f"Status: **{d['status']}**, {d['created']}. {mp} MP in {timing['wall_seconds']:.2f} s: "
+        f"**{thr['megapixels_per_second']} MP/s** on {eng['device']} ({eng['device_name']}). "
+        f"Store `{d['output']['store']}`, mask {' x '.join(map(str, d['output']['mask_shape']))} uint8.",
         "",
         "## Input",
         f"- `{inp['path']}`: {inp['format']}, {inp['width']} x {inp['height']} px"
         + (f" x {inp['depth']} planes" if inp.get("depth") else "")
-        + f" ({inp['megapixels']} MP), {inp['dtype']}, bands {inp['bands_used']} of {inp['band_count']}"
+        + f" ({mp} MP), {inp['dtype']}, bands {inp['bands_used']} of {inp['band_count']}"
         + "".join(f", {inp[k]}" for k in ("layout", "compression") if inp.get(k)),
-        f"- Scaling: {inp['scaling']['method']} from {inp['scaling']['sample']} (low {inp['scaling']['low']}, high {inp['scaling']['high']})",
+        f"- Scaling: {inp['scaling']['method']} from {inp['scaling']['sample']} "
+        f"(low {inp['scaling']['low']}, high {inp['scaling']['high']})",
         "",
         "## Model",
         f"- {model['architecture']}, weights {model['weights']}, output stride {model['output_stride']}, "
         f"{model['num_classes']} classes, {model['parameters'] / 1e6:.1f} M parameters",
+        f"- {model['macs_per_tile'] / 1e9:.2f} G multiply-adds per {model['macs_counted_on'][0]} x "
+        f"{model['macs_counted_on'][1]} tile ({model['macs_note']})",
         f"- Device {eng['device']} ({eng['device_name']}), precision {eng['precision']}, batch {eng['batch_size']}",
         "",
         "## Plan",
         f"- Tiles {plan['tile'][0]} x {plan['tile'][1]}, overlap {plan['overlap']}, {plan['blending']} blending; "
         f"blocks of {plan['block_size']} px in {plan['chunk_size']} px chunks: {plan['blocks']} blocks",
-        f"- Tiles computed {plan['tiles_computed']} (lattice {plan['lattice_tiles']}), overlap cost factor {plan['overlap_cost_factor']}",
-        f"- Blocks with no data (written as 255, model skipped): {plan['blocks_no_data']}; tiles skipped as no-data: {plan['tiles_skipped_no_data']}",
+        f"- Tiles computed {plan['tiles_computed']} of {plan['tiles_planned']} planned (lattice {plan['lattice_tiles']}), "
+        f"overlap cost factor {plan['overlap_cost_factor']}",
+        f"- Skipped as no-data: {plan['blocks_no_data']} blocks, {plan['tiles_skipped_no_data']} tiles "
+        f"({plan['compute_saved_by_skipping']:.1%} of planned compute)",
         "",
         "## Time",
-        f"- Wall {timing['wall_seconds']:.2f} s: setup {timing['setup_seconds']:.2f} s, blocks {timing['blocks_wall_seconds']:.2f} s",
+        f"- Wall {timing['wall_seconds']:.2f} s = setup {timing['sequential_seconds']['setup']:.2f} s + blocks "
+        f"{timing['sequential_seconds']['blocks']:.2f} s + finalise {timing['sequential_seconds']['finalize']:.2f} s",
+        f"- {timing['overlap']}",
         "",
-        "| stage | busy s | share of busy |",
-        "|---|---:|---:|",
+        "| stage | busy s | share of wall | share of stage work |",
+        "|---|---:|---:|---:|",
     ]
     for stage, seconds in timing["stage_busy_seconds"].items():
-        lines.append(f"| {stage} | {seconds:.3f} | {timing['stage_share_of_block_busy'][stage]:.1%} |")
+        lines.append(f"| {stage} | {seconds:.3f} | {timing['stage_share_of_wall'][stage]:.1%} | "
+                     f"{timing['stage_share_of_block_busy'][stage]:.1%} |")
+    peak = thr["fraction_of_device_peak"]
     lines += [
-        "",
-        f"Busy time over the blocks' wall time: {timing['busy_over_blocks_wall']}x "
-        f"({d['environment']['workers']} worker(s); above 1 means stages overlapped).",
         "",
         "## Throughput",
         f"- {thr['megapixels_per_second']} image megapixels/s, {thr['tiles_per_second']} tiles/s",
+        f"- Model: {thr['model_tflops_while_running']} TFLOP/s while running, {thr['model_tflops_over_wall']} over the wall time"
+        + (f", {peak:.1%} of the device's peak" if peak is not None else ""),
+        "",
+        "## Bottleneck",
+        f"- {d['bottleneck']['stage']}: {d['bottleneck']['share_of_wall']:.1%} of the wall time",
+        *[f"- {a}" for a in d["bottleneck"]["advice"]],
+        "",
+        "## How ResNet-101 stays fast here",
+        *[f"- **{t['name']}**: {t['text']} [{', '.join(t['references'])}]" for t in d["tactics"]],
     ]
     if d["failed_blocks"]:
         lines += ["", "## Failed blocks", *[f"- block {b['index']} ({b['core']}): {b['error']}" for b in d["failed_blocks"]]]
     env = d["environment"]
     lines += ["", "## Environment",
               f"- Python {env['python']} on {env['platform']}, {env['cpu_count']} CPUs, {env['workers']} worker(s), {env['scheduler']}",
-              "- " + ", ".join(f"{k} {v}" for k, v in env["libraries"].items()), ""]
+              "- " + ", ".join(f"{k} {v}" for k, v in env["libraries"].items()),
+              "", "References are ids in tilepipe's catalog: `tilepipe catalog ID` shows one.", ""]
     return "\n".join(lines)

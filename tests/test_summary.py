@@ -1,0 +1,107 @@
+"""The run summary agrees with the store and with itself, and claims only what the run did."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import zarr
+
+import tilepipe
+from tests.conftest import smooth_image, write_geotiff
+from tilepipe.catalog import load_catalog
+from tilepipe.model import build_deeplabv3_resnet101, count_macs
+
+
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("summary")
+    data = smooth_image(256, 512)
+    data[:, :, 256:] = 0  # the right block holds no data
+    path = write_geotiff(tmp / "half.tif", data, nodata=0)
+    out = tmp / "half.zarr"
+    summary = tilepipe.run(str(path), str(out), weights="none", tile_size=128, overlap=32, chunk_size=128,
+                           block_size=256, workers=1)
+    return summary.data, out
+
+
+@pytest.mark.real_model
+def test_summary_agrees_with_the_store(real_run):
+    d, out = real_run
+    group = zarr.open_group(str(out))
+    assert d["output"]["mask_shape"] == list(group["mask"].shape)
+    assert d["plan"]["blocks"] == group["blocks"].size == 2
+    assert d["plan"]["blocks_no_data"] == 1 == int((group["mask"][:, 256:] == 255).all())
+    assert group["blocks"][...].all() and tilepipe.open(str(out)).summary == d
+    assert d["plan"]["tiles_computed"] + d["plan"]["tiles_skipped_no_data"] == d["plan"]["tiles_planned"]
+
+
+@pytest.mark.real_model
+def test_summary_agrees_with_itself(real_run):
+    d, _ = real_run
+    t, thr = d["timing"], d["throughput"]
+    assert thr["megapixels_per_second"] == pytest.approx(d["input"]["megapixels"] / t["wall_seconds"], rel=1e-3)
+    # the parts that run one after another add up to the wall time
+    assert sum(t["sequential_seconds"].values()) == pytest.approx(t["wall_seconds"], rel=0.10)
+    # one worker: stages do not overlap, and they account for the blocks' wall time
+    busy = sum(t["stage_busy_seconds"].values())
+    assert 0.9 * t["sequential_seconds"]["blocks"] <= busy <= 1.02 * t["sequential_seconds"]["blocks"]
+    assert "one after another" in t["overlap"]
+    flops = 2 * d["model"]["macs_per_tile"] * d["plan"]["tiles_computed"]
+    assert thr["model_tflops_while_running"] == pytest.approx(flops / t["stage_busy_seconds"]["forward"] / 1e12, rel=1e-3)
+    assert d["bottleneck"]["stage"] == "forward"
+
+
+def test_overlapping_stages_are_stated_not_summed(tmp_path):
+    path = write_geotiff(tmp_path / "a.tif", smooth_image(512, 512))
+    d = tilepipe.run(str(path), str(tmp_path / "a.zarr"), model="standin", weights="none", tile_size=64,
+                     overlap=16, chunk_size=128, block_size=128, workers=2).data
+    t = d["timing"]
+    assert sum(t["sequential_seconds"].values()) == pytest.approx(t["wall_seconds"], rel=0.10)
+    busy = sum(t["stage_busy_seconds"].values())
+    if busy > 1.02 * t["sequential_seconds"]["blocks"]:
+        assert "overlapped" in t["overlap"] and "more than the wall time" in t["overlap"]
+
+
+@pytest.mark.real_model
+def test_multiply_adds_match_torchvisions_published_figure():
+    """torchvision publishes 258.743 GFLOPS (multiply-adds) at 520x520 for the model with its aux head."""
+    with torch.device("meta"):
+        model = build_deeplabv3_resnet101(21, 8, aux=True)
+    assert count_macs(model, 520, 520) / 1e9 == pytest.approx(258.743, rel=0.05)
+
+
+def test_random_weights_are_in_the_first_lines(tmp_path):
+    path = write_geotiff(tmp_path / "a.tif", smooth_image(64, 64))
+    summary = tilepipe.run(str(path), str(tmp_path / "a.zarr"), model="standin", weights="none")
+    first_lines = summary.to_markdown().splitlines()[:4]
+    assert any("RANDOM WEIGHTS" in line for line in first_lines)
+    assert summary["warnings"][0].startswith("RANDOM WEIGHTS")
+
+
+@pytest.mark.real_model
+def test_cpu_fp32_run_claims_no_gpu_tactics_and_cites_only_catalog_ids(real_run):
+    d, _ = real_run
+    ids = {t["id"] for t in d["tactics"]}
+    assert d["engine"]["device"] == "cpu" and d["engine"]["precision"] == "fp32"
+    assert not ids & {"tactic-mixed-precision", "tactic-pinned-memory", "tactic-cudnn-autotune"}
+    assert "tactic-skip-nodata" in ids  # one block held no data
+    assert "tactic-overlap-io-compute" not in ids  # one worker: nothing overlapped
+    catalog = load_catalog()
+    cited = {ref for t in d["tactics"] for ref in t["references"]}
+    assert cited and cited <= set(catalog)
+    markdown = tilepipe.open(str(real_run[1])).summary
+    assert markdown == d
+
+
+def test_summary_figures_come_from_the_run(tmp_path):
+    """Two runs of different sizes report different, proportionate figures (nothing canned)."""
+    small = write_geotiff(tmp_path / "s.tif", smooth_image(128, 128))
+    large = write_geotiff(tmp_path / "l.tif", smooth_image(256, 512))
+    kw = dict(model="standin", weights="none", tile_size=64, overlap=16, chunk_size=64, block_size=128)
+    a = tilepipe.run(str(small), str(tmp_path / "s.zarr"), **kw).data
+    b = tilepipe.run(str(large), str(tmp_path / "l.zarr"), **kw).data
+    assert (a["input"]["megapixels"], b["input"]["megapixels"]) == (pytest.approx(0.016384), pytest.approx(0.131072))
+    assert b["plan"]["tiles_computed"] > a["plan"]["tiles_computed"]
+    assert a["model"]["macs_per_tile"] == b["model"]["macs_per_tile"] > 0
+    assert np.isfinite(b["throughput"]["megapixels_per_second"])

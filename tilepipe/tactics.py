@@ -1,0 +1,140 @@
+"""Which throughput tactics a run used, and what each did, in that run's own numbers.
+
+:func:`tactics_used` reads only the summary's figures, so a tactic appears exactly when the run
+used it (a CPU fp32 run never claims mixed precision, pinned memory or cuDNN autotuning), and every
+sentence cites the catalog entry of the tactic and the references that entry rests on.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from .catalog import load_catalog
+
+Rule = Callable[[dict], "str | None"]
+
+
+def _reads(d: dict) -> str:
+    p, inp, t = d["plan"], d["input"], d["timing"]
+    return (f"{p['blocks'] - p['blocks_failed']} windowed reads of block plus halo (largest "
+            f"{p['largest_read_megapixels']:.2f} MP) instead of loading the {inp['megapixels']} MP image; "
+            f"reading took {t['stage_busy_seconds']['read']:.2f} s of stage work")
+
+
+def _halo(d: dict) -> str | None:
+    p = d["plan"]
+    if p["overlap"] == 0:
+        return None
+    how = "blended with a Gaussian window" if p["blending"] == "gaussian" else "cropped to the nearest tile centre"
+    return (f"{p['tile'][0]} x {p['tile'][1]} px tiles overlap by {p['overlap']} px and are {how}, so every pixel "
+            f"is predicted with context; the cost is an overlap factor of {p['overlap_cost_factor']:.2f} "
+            f"({p['tiles_computed']} tiles for {d['input']['megapixels']} MP)")
+
+
+def _batching(d: dict) -> str | None:
+    p, e = d["plan"], d["engine"]
+    if e["batch_size"] < 2 or p["forward_calls"] == 0:
+        return None
+    return (f"{p['tiles_computed']} tiles ran in {p['forward_calls']} forward passes of up to {e['batch_size']} "
+            f"({p['tiles_computed'] / p['forward_calls']:.1f} per pass on average), "
+            f"{d['model']['macs_per_tile'] / 1e9:.1f} G multiply-adds each")
+
+
+def _mixed_precision(d: dict) -> str | None:
+    e = d["engine"]
+    if not e["tactics"].get("mixed_precision"):
+        return None
+    return (f"convolutions ran under {e['precision']} autocast at "
+            f"{d['throughput']['model_tflops_while_running']:.1f} TFLOP/s while the model ran; softmax and "
+            "blending stay in float32")
+
+
+def _channels_last(d: dict) -> str | None:
+    if not d["engine"]["tactics"].get("channels_last"):
+        return None
+    return (f"weights and tiles were in NHWC (channels_last) layout on {d['engine']['device']}, the layout "
+            "the convolution kernels prefer")
+
+
+def _cudnn(d: dict) -> str | None:
+    if not d["engine"]["tactics"].get("cudnn_benchmark"):
+        return None
+    return (f"cuDNN benchmarked its convolution algorithms once for the {d['plan']['tile'][0]} x "
+            f"{d['plan']['tile'][1]} tile shape and reused the fastest for all {d['plan']['forward_calls']} passes")
+
+
+def _pinned(d: dict) -> str | None:
+    if not d["engine"]["tactics"].get("pinned_memory"):
+        return None
+    return (f"each of the {d['plan']['forward_calls']} batches was copied from pinned host memory with "
+            "non_blocking=True")
+
+
+def _overlap_io(d: dict) -> str | None:
+    t = d["timing"]
+    if d["environment"]["workers"] < 2 or t["busy_over_blocks_wall"] <= 1.02:
+        return None
+    return (f"{d['environment']['workers']} block tasks ran at once, so one block's reading, blending and "
+            f"writing overlapped another's forward pass: {t['busy_over_blocks_wall']:.2f}x stage work per "
+            "second of wall time")
+
+
+def _skip(d: dict) -> str | None:
+    p = d["plan"]
+    if p["tiles_skipped_no_data"] == 0:
+        return None
+    saved = p["tiles_skipped_no_data"] * d["model"]["macs_per_tile"]
+    return (f"{p['blocks_no_data']} blocks and {p['tiles_skipped_no_data']} tiles held no valid pixel and never "
+            f"reached the network: {p['compute_saved_by_skipping']:.1%} of the planned compute, "
+            f"{saved / 1e12:.2f} T multiply-adds saved")
+
+
+def _output_stride(d: dict) -> str | None:
+    if d["plan"]["output_stride"] != 16:
+        return None
+    return (f"output stride 16 (layer3 not dilated, ASPP rates 6/12/18): "
+            f"{d['model']['macs_per_tile'] / 1e9:.1f} G multiply-adds per tile")
+
+
+def _dask(d: dict) -> str | None:
+    if d["environment"]["workers"] < 2:
+        return None
+    return (f"the plan became {d['plan']['blocks']} Dask tasks, one per block, run by "
+            f"{d['environment']['workers']} workers ({d['environment']['scheduler']})")
+
+
+def _chunks(d: dict) -> str:
+    p = d["plan"]
+    per = p["block_size"] // p["chunk_size"]
+    return (f"each block core is {per} x {per} whole {p['chunk_size']} px chunks written by exactly one task: "
+            f"{p['chunks_written']} chunks, no locks and no read-modify-write, "
+            f"{d['timing']['stage_busy_seconds']['write']:.2f} s of writing")
+
+
+RULES: tuple[tuple[str, Rule], ...] = (
+    ("tactic-lazy-windowed-reads", _reads),
+    ("tactic-halo-blending", _halo),
+    ("tactic-tile-batching", _batching),
+    ("tactic-mixed-precision", _mixed_precision),
+    ("tactic-channels-last", _channels_last),
+    ("tactic-cudnn-autotune", _cudnn),
+    ("tactic-pinned-memory", _pinned),
+    ("tactic-overlap-io-compute", _overlap_io),
+    ("tactic-skip-nodata", _skip),
+    ("tactic-output-stride", _output_stride),
+    ("tactic-dask-block-parallelism", _dask),
+    ("tactic-chunk-aligned-writes", _chunks),
+)
+
+
+def tactics_used(d: dict) -> list[dict]:
+    """``[{"id", "name", "text", "references"}]`` for the tactics this run used."""
+    catalog = load_catalog()
+    used = []
+    for tactic_id, rule in RULES:
+        text = rule(d)
+        if text:
+            entry = catalog[tactic_id]
+            used.append({"id": tactic_id, "name": entry.title, "text": text[0].upper() + text[1:] + ".",
+                         "references": [tactic_id, *entry.references]})
+    return used
