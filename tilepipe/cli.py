@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import sys
-import time
 
 import click
 
@@ -51,6 +51,8 @@ def run_options(func):
         click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), help="auto: bf16 on CUDA, fp32 on CPU."),
         click.option("--batch-size", type=int, help="Tiles per forward pass. Default 4."),
         click.option("--workers", type=int, help="Block tasks running at once in this process. Default 2."),
+        click.option("--cluster", help="local:N starts a Dask LocalCluster of N worker processes for this run."),
+        click.option("--scheduler", help="Address of an existing dask.distributed scheduler, e.g. tcp://host:8786."),
     ]
     for opt in reversed(opts):
         func = opt(func)
@@ -75,27 +77,48 @@ def main():
 @run_options
 @click.option("--probabilities/--no-probabilities", default=None, help="Also store per-class probabilities (uint8, p*255).")
 @click.option("--overwrite", is_flag=True, default=None, help="Replace an existing tilepipe store at OUTPUT.")
+@click.option("--resume", is_flag=True, default=None, help="Finish an interrupted run: only unfinished blocks run.")
 @click.option("--explain", is_flag=True, help="Print the full run summary (markdown) after the run.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress line.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress and no run line; errors only.")
+@click.option("-v", "--verbose", is_flag=True, help="Log progress and details to stderr (also when not a terminal).")
+@click.option("--log-file", type=click.Path(dir_okay=False), help="Write a detailed log (block tracebacks included) here.")
 @_user_errors
-def run(input, output, config, explain, quiet, **kwargs):
+def run(input, output, config, explain, quiet, verbose, log_file, **kwargs):
     """Segment INPUT (a GeoTIFF, a DICOM file, series folder or DICOMDIR) into the Zarr store OUTPUT."""
     from .pipeline import RunFailed
     from .pipeline import run as run_pipeline
+    from .progress import Progress
 
-    progress = None if quiet or not sys.stderr.isatty() else _ProgressLine()
+    _configure_logging(quiet, verbose, log_file)
+    progress = None if quiet else Progress(every=10.0 if verbose else None)
     try:
-        summary = run_pipeline(input, output, config=config, on_report=progress, **_overrides(kwargs))
+        summary = run_pipeline(input, output, config=config, progress=progress, **_overrides(kwargs))
     except RunFailed as exc:
-        click.echo(exc.summary.to_markdown() if explain else "", err=True, nl=explain)
+        if explain:
+            click.echo(exc.summary.to_markdown(), err=True)
         raise
     finally:
         if progress:
             progress.close()
     if explain:
         click.echo(summary.to_markdown())
-    else:
+    elif not quiet:
         click.echo(_short(summary.data))
+
+
+def _configure_logging(quiet: bool, verbose: bool, log_file: str | None) -> None:
+    logger = logging.getLogger("tilepipe")
+    logger.handlers.clear()
+    logger.propagate = False
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(logging.ERROR if quiet else logging.INFO if verbose else logging.WARNING)
+    console.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(console)
+    logger.setLevel(logging.DEBUG if log_file else console.level)
+    if log_file:
+        handler = logging.FileHandler(log_file)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
 
 
 def _short(d: dict) -> str:
@@ -107,23 +130,6 @@ def _short(d: dict) -> str:
         f"{thr['megapixels_per_second']} MP/s; summary: tilepipe summary {d['output']['store']}"
     )
     return "\n".join(head)
-
-
-class _ProgressLine:
-    """Blocks done of total, megapixels per second and ETA on one refreshed stderr line."""
-
-    def __init__(self):
-        self.start = time.perf_counter()
-        self.done = 0
-        self.total = None
-
-    def __call__(self, report) -> None:
-        self.done += 1
-        elapsed = time.perf_counter() - self.start
-        click.echo(f"\rblocks {self.done} done, {elapsed:.0f} s", err=True, nl=False)
-
-    def close(self):
-        click.echo("", err=True)
 
 
 @main.command()

@@ -42,8 +42,11 @@ class RunOptions:
     batch_size: int = 4
     # schedule and output
     workers: int = 2
+    cluster: str | None = None
+    scheduler: str | None = None
     probabilities: bool = False
     overwrite: bool = False
+    resume: bool = False
 
     def updated(self, **changes) -> RunOptions:
         """A copy with ``changes`` applied; ``None`` values mean "not given" and are ignored."""

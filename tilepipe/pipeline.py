@@ -7,24 +7,30 @@ writes the summary, and only then marks the store complete.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import os
 import time
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
-from .blocks import BlockReport, RunContext
+from .blocks import RunContext
 from .config import RunOptions, load_options
 from .engine import EngineOptions, cached_engine
 from .errors import TilepipeError
 from .grid import Plan, TileGrid
 from .model import ModelSpec, model_geometry
-from .schedule import run_blocks
+from .progress import Progress
+from .schedule import Scheduling, run_blocks
 from .sink import MaskStore, check_output, remove_output
 from .sources import SourceSpec, open_source
 from .sources.scaling import ScalingRequest
 from .stitch import BLENDING_MODES
 from .summary import Summary, build_summary
+
+log = logging.getLogger("tilepipe")
 
 
 class RunFailed(TilepipeError):
@@ -55,8 +61,6 @@ def resolve_options(config=None, options: RunOptions | None = None, **overrides)
 def _specs(input: str, options: RunOptions) -> tuple[SourceSpec, ModelSpec, EngineOptions]:
     if options.blending not in BLENDING_MODES:
         raise TilepipeError(f"--blending {options.blending!r}: choose one of {', '.join(BLENDING_MODES)}")
-    if options.workers < 1:
-        raise TilepipeError(f"--workers {options.workers} must be at least 1")
     source = SourceSpec(str(input), options.bands, ScalingRequest.parse(options.scaling, options.percentiles),
                         options.series, options.window, options.level)
     model = ModelSpec(options.model, str(options.weights), options.output_stride, options.num_classes,
@@ -128,42 +132,110 @@ def estimate_peak_memory(p: Plan, source, options: RunOptions, num_classes: int,
     return RUNTIME_BYTES + parameters * 4 + options.workers * per_block + activations
 
 
+def _location(path: str) -> str:
+    """Workers resolve paths against their own working directory: make local paths absolute."""
+    return path if "://" in path else os.path.abspath(os.path.expanduser(path))
+
+
+def fingerprint(prepared: Prepared) -> dict:
+    """What must match for ``--resume`` to reuse a store's finished blocks: the input (identity,
+    size, bands, scaling and geometry), the plan and the model. Workers, batch size and device
+    may change between the two runs: they do not change a pixel."""
+    source, p, model = prepared.source, prepared.plan, prepared.engine.model
+    described = source.describe()
+    geometry = json.dumps(source.geometry(), sort_keys=True, default=str)
+    return json.loads(json.dumps({
+        "input": {k: described.get(k) for k in ("path", "format", "height", "width", "depth", "bands_used", "dtype",
+                                                "scaling")},
+        "geometry_sha256": hashlib.sha256(geometry.encode()).hexdigest(),
+        "plan": {"tile": [p.tile_height, p.tile_width], "overlap": p.grid.overlap, "output_stride": p.grid.output_stride,
+                 "chunk_size": p.chunk_size, "block_size": p.block_size, "blending": prepared.options.blending,
+                 "probabilities": prepared.options.probabilities},
+        "model": {"architecture": model.spec.architecture, "weights": model.weights_identity,
+                  "num_classes": model.num_classes},
+    }, default=str))
+
+
+def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    keys = sorted(set(old) | set(new))
+    out = []
+    for k in keys:
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k} ({a!r} then, {b!r} now)")
+    return out
+
+
+def _open_for_resume(output: str, prepared: Prepared) -> MaskStore:
+    try:
+        store = MaskStore.open(output, mode="r+")
+    except TilepipeError:
+        raise TilepipeError(f"{output}: nothing to resume (no tilepipe store there); run without --resume") from None
+    changed = _differences(store.info.get("fingerprint", {}), fingerprint(prepared))
+    if changed:
+        raise TilepipeError(f"{output}: cannot resume, the store was made with a different "
+                            f"{'; '.join(changed[:3])}; the store is left untouched")
+    return store
+
+
 def run(input: str, output: str, options: RunOptions | None = None, *, config=None,
-        on_report: Callable[[BlockReport], None] | None = None, **overrides) -> Summary:
+        progress: Progress | None = None, **overrides) -> Summary:
     """Segment ``input`` into the Zarr store ``output``; returns the run summary.
 
     Options come from defaults, the YAML ``config``, ``options`` and keyword overrides, in that
     order. Raises :class:`TilepipeError` for bad input (before any output exists) and
-    :class:`RunFailed` when blocks fail (the store stays incomplete)."""
+    :class:`RunFailed` when blocks fail (the store stays incomplete). With ``resume=True`` an
+    existing store made from the same input, plan and model is completed: only its unfinished
+    blocks run."""
     t0 = time.perf_counter()
     options = resolve_options(config, options, **overrides)
-    replacing = check_output(str(output), options.overwrite)
+    if options.resume and options.overwrite:
+        raise TilepipeError("--resume and --overwrite contradict each other; choose one")
+    scheduling = Scheduling(options.workers, options.cluster, options.scheduler)
+    input, output = _location(str(input)), _location(str(output))
+    replacing = False if options.resume else check_output(output, options.overwrite)
     prepared = prepare(input, output, options)
     source, engine, p = prepared.source, prepared.engine, prepared.plan
-    if replacing:
-        remove_output(str(output))
-    store = MaskStore.create(
-        str(output), p, engine.model.num_classes, options.probabilities,
-        attrs={
-            **source.geometry(),
-            "nodata": 255,
-            "class_names": list(engine.model.class_names),
-            "tilepipe": {"input": str(input), "options": options.to_json(), "model": engine.model.describe()},
-        },
-        coordinates=source.coordinates(),
-    )
+    if options.resume:
+        store = _open_for_resume(output, prepared)
+        done = store.done_blocks()
+        todo = [b.index for b in p.blocks() if not done[b.index]]
+    else:
+        if replacing:
+            remove_output(output)
+        store = MaskStore.create(
+            output, p, engine.model.num_classes, options.probabilities,
+            attrs={
+                **source.geometry(),
+                "nodata": 255,
+                "class_names": list(engine.model.class_names),
+                "tilepipe": {"input": input, "options": options.to_json(), "model": engine.model.describe(),
+                             "fingerprint": fingerprint(prepared)},
+            },
+            coordinates=source.coordinates(),
+        )
+        todo = [b.index for b in p.blocks()]
+    reused = p.block_count - len(todo)
+    if progress:
+        progress.begin(len(todo), {i: p.block(i).core.area / 1e6 for i in todo}, reused)
     setup_seconds = time.perf_counter() - t0
     t1 = time.perf_counter()
-    reports = run_blocks(prepared.context, (b.index for b in p.blocks()), options.workers, on_report)
+    reports = run_blocks(prepared.context, todo, scheduling, progress, progress.connected if progress else None)
     blocks_seconds = time.perf_counter() - t1
     failed = [r for r in reports if r.error]
-    summary = build_summary(prepared, reports, str(output), setup_seconds, blocks_seconds, t0)
+    for report in failed:
+        log.info("block %s (%s) failed: %s", report.index, report.core, report.error)
+        log.debug("block %s traceback:\n%s", report.index, report.traceback)
+    summary = build_summary(prepared, reports, output, setup_seconds, blocks_seconds, t0,
+                            scheduling=scheduling, reused=reused)
     summary.files = store.save_summary(summary.data, summary.to_markdown())
     if failed:
         first = failed[0]
         raise RunFailed(
             f"{len(failed)} of {len(reports)} blocks failed (first: block {first.index} at {first.core}: "
-            f"{first.error}); the store {output} is incomplete, see its summary.md", summary)
+            f"{first.error}); the store {output} is incomplete (finish it with --resume), see its summary", summary)
     store.mark_complete()
     return summary
 

@@ -32,9 +32,13 @@ NO_LABEL = 255
 """The mask value for pixels where the source has no data (and the Zarr fill value)."""
 
 
+def local_or_url(url: str) -> str:
+    """``file://`` URLs become plain paths: zarr's LocalStore creates folders, its fsspec store does not."""
+    return url.removeprefix("file://")
+
+
 def _fs_path(url: str):
-    fs, path = fsspec.core.url_to_fs(url)
-    return fs, path
+    return fsspec.core.url_to_fs(local_or_url(url))
 
 
 def check_output(url: str, overwrite: bool) -> bool:
@@ -77,7 +81,8 @@ class MaskStore:
     @classmethod
     def create(cls, url: str, plan: Plan, num_classes: int, probabilities: bool, attrs: dict,
                coordinates: dict[str, np.ndarray] | None = None) -> MaskStore:
-        group = zarr.open_group(url, mode="w", zarr_format=3)
+        attrs = {**attrs, "tilepipe": {**attrs.get("tilepipe", {}), "format": STORE_FORMAT, "complete": False}}
+        group = zarr.open_group(local_or_url(url), mode="w", zarr_format=3, attributes=attrs)  # attributes first: never a bare group
         plane = (plan.height, plan.width)
         chunks = (plan.chunk_size, plan.chunk_size)
         stack = () if plan.depth is None else (plan.depth,)
@@ -103,13 +108,12 @@ class MaskStore:
                                                  "GeoTransform": " ".join(map(str, _gdal_geotransform(attrs["transform"])))})
             ref[...] = 0
             group["mask"].attrs.update({"grid_mapping": "spatial_ref", "coordinates": "spatial_ref"})
-        group.attrs.update({**attrs, "tilepipe": {**attrs.get("tilepipe", {}), "format": STORE_FORMAT, "complete": False}})
         return cls(url, group)
 
     @classmethod
     def open(cls, url: str, mode: str = "r") -> MaskStore:
         try:
-            group = zarr.open_group(url, mode=mode)
+            group = zarr.open_group(local_or_url(url), mode=mode)
         except (FileNotFoundError, zarr.errors.BaseZarrError):
             raise TilepipeError(f"{url}: no Zarr store there") from None
         if "tilepipe" not in group.attrs:

@@ -74,7 +74,7 @@ def _r(value: float, digits: int = 4) -> float:
 
 
 def build_summary(prepared, reports: list[BlockReport], store_url: str, setup_seconds: float,
-                  blocks_seconds: float, started: float) -> Summary:
+                  blocks_seconds: float, started: float, scheduling, reused: int = 0) -> Summary:
     from .tactics import tactics_used
 
     finalize_start = time.perf_counter()
@@ -86,6 +86,8 @@ def build_summary(prepared, reports: list[BlockReport], store_url: str, setup_se
     no_data = [r for r in reports if r.no_data]
     failed = [r for r in reports if r.error]
     tiles_no_data = sum(r.tiles_skipped for r in reports) + sum(p.block(r.index).tile_count for r in no_data)
+    tiles_planned = sum(p.block(r.index).tile_count for r in reports)
+    processed = sum(p.block(r.index).core.area for r in reports) / 1e6
     macs = model.macs_per_tile(p.tile_height, p.tile_width)
     forward_flops = 2 * macs * tiles
     warnings = []
@@ -117,13 +119,15 @@ def build_summary(prepared, reports: list[BlockReport], store_url: str, setup_se
             "chunk_size": p.chunk_size,
             "block_size": p.block_size,
             "blocks": p.block_count,
+            "blocks_run": len(reports),
+            "blocks_reused": reused,
             "blocks_no_data": len(no_data),
             "blocks_failed": len(failed),
             "lattice_tiles": p.lattice_tiles,
-            "tiles_planned": p.tiles_computed,
+            "tiles_planned": tiles_planned,
             "tiles_computed": tiles,
             "tiles_skipped_no_data": tiles_no_data,
-            "compute_saved_by_skipping": _r(tiles_no_data / p.tiles_computed) if p.tiles_computed else 0.0,
+            "compute_saved_by_skipping": _r(tiles_no_data / tiles_planned) if tiles_planned else 0.0,
             "overlap_cost_factor": _r(p.overlap_cost_factor),
             "read_megapixels": _r(sum(r.read_pixels for r in reports) / 1e6),
             "largest_read_megapixels": _r(max((r.read_pixels for r in reports), default=0) / 1e6),
@@ -136,8 +140,8 @@ def build_summary(prepared, reports: list[BlockReport], store_url: str, setup_se
             "busy_over_blocks_wall": _r(busy_total / blocks_seconds, 3) if blocks_seconds else 0.0,
         },
         "environment": {
-            "workers": options.workers,
-            "scheduler": "in-process threads",
+            "workers": scheduling.local_workers if scheduling.cluster else options.workers,
+            "scheduler": scheduling.describe(),
             "cpu_count": os.cpu_count(),
             "python": platform.python_version(),
             "platform": platform.platform(),
@@ -153,12 +157,13 @@ def build_summary(prepared, reports: list[BlockReport], store_url: str, setup_se
         wall_seconds=_r(wall),
         sequential_seconds={"setup": _r(setup_seconds), "blocks": _r(blocks_seconds), "finalize": _r(finalize_seconds)},
         stage_share_of_wall={k: _r(v / wall) for k, v in busy.items()},
-        overlap=_overlap_note(busy_total, blocks_seconds, options.workers),
+        overlap=_overlap_note(busy_total, blocks_seconds, data["environment"]["workers"]),
     )
     forward = busy["forward"]
     peak = data["engine"]["peak_tflops"]
     data["throughput"] = {
-        "megapixels_per_second": _r(p.megapixels / wall, 6),
+        "megapixels_processed": _r(processed, 6),
+        "megapixels_per_second": _r(processed / wall, 6),
         "tiles_per_second": _r(tiles / wall, 6),
         "model_tflops_while_running": _r(forward_flops / forward / 1e12, 6) if forward else 0.0,
         "model_tflops_over_wall": _r(forward_flops / wall / 1e12, 6),
@@ -233,7 +238,7 @@ def render_markdown(d: dict) -> str:
         lines.append("")
     mp = inp["megapixels"]
     lines += [
-        f"Status: **{d['status']}**, {d['created']}. {mp} MP in {timing['wall_seconds']:.2f} s: "
+        f"Status: **{d['status']}**, {d['created']}. {thr['megapixels_processed']} MP in {timing['wall_seconds']:.2f} s: "
         f"**{thr['megapixels_per_second']} MP/s** on {eng['device']} ({eng['device_name']}). "
         f"Store `{d['output']['store']}`, mask {' x '.join(map(str, d['output']['mask_shape']))} uint8.",
         "",
@@ -257,6 +262,8 @@ def render_markdown(d: dict) -> str:
         f"blocks of {plan['block_size']} px in {plan['chunk_size']} px chunks: {plan['blocks']} blocks",
         f"- Tiles computed {plan['tiles_computed']} of {plan['tiles_planned']} planned (lattice {plan['lattice_tiles']}), "
         f"overlap cost factor {plan['overlap_cost_factor']}",
+        *([f"- Resumed: {plan['blocks_reused']} finished blocks reused, {plan['blocks_run']} run now"]
+          if plan["blocks_reused"] else []),
         f"- Skipped as no-data: {plan['blocks_no_data']} blocks, {plan['tiles_skipped_no_data']} tiles "
         f"({plan['compute_saved_by_skipping']:.1%} of planned compute)",
         "",

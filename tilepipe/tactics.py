@@ -16,7 +16,7 @@ Rule = Callable[[dict], "str | None"]
 
 def _reads(d: dict) -> str:
     p, inp, t = d["plan"], d["input"], d["timing"]
-    return (f"{p['blocks'] - p['blocks_failed']} windowed reads of block plus halo (largest "
+    return (f"{p['blocks_run'] - p['blocks_failed']} windowed reads of block plus halo (largest "
             f"{p['largest_read_megapixels']:.2f} MP) instead of loading the {inp['megapixels']} MP image; "
             f"reading took {t['stage_busy_seconds']['read']:.2f} s of stage work")
 
@@ -99,7 +99,7 @@ def _output_stride(d: dict) -> str | None:
 def _dask(d: dict) -> str | None:
     if d["environment"]["workers"] < 2:
         return None
-    return (f"the plan became {d['plan']['blocks']} Dask tasks, one per block, run by "
+    return (f"the plan became {d['plan']['blocks_run']} Dask tasks, one per block, run by "
             f"{d['environment']['workers']} workers ({d['environment']['scheduler']})")
 
 

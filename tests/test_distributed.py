@@ -1,0 +1,209 @@
+"""Real dask.distributed processes on 127.0.0.1: same bytes on any cluster, lost workers, resume.
+
+The stand-in model keeps these tests about scheduling; every process and wait is bounded in time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+import tilepipe
+from tests.conftest import shared_file
+
+DASK = str(Path(sys.executable).parent / "dask")
+SMALL = dict(model="standin", weights="none", tile_size=128, overlap=32, chunk_size=256, block_size=256)
+MANY = dict(model="standin", weights="none", tile_size=64, overlap=16, chunk_size=128, block_size=128)
+
+
+def wait_for(condition, timeout: float, what: str, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.fixture
+def dask_cluster(tmp_path):
+    """A `dask scheduler` and two `dask worker` processes (each declaring one GPU resource, so the
+    GPU-resource path is exercised: one block per worker at a time)."""
+    scheduler_file = tmp_path / "scheduler.json"
+    procs = [subprocess.Popen([DASK, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                               "--scheduler-file", str(scheduler_file)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        wait_for(lambda: scheduler_file.exists() and scheduler_file.stat().st_size > 0, 30, "the scheduler")
+        address = json.loads(scheduler_file.read_text())["address"]
+        for _ in range(2):
+            procs.append(subprocess.Popen(
+                [DASK, "worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard", "--memory-limit", "0",
+                 "--resources", "GPU=1", "--host", "127.0.0.1"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        from distributed import Client
+
+        with Client(address, timeout="20s") as client:
+            wait_for(lambda: len(client.scheduler_info()["workers"]) == 2, 60, "two workers")
+        yield address, procs[1:]
+    finally:
+        for proc in reversed(procs):
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def mask_of(store) -> np.ndarray:
+    return zarr.open_group(str(store), mode="r")["mask"][...]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """In-process results for the two settings used below."""
+    tmp = tmp_path_factory.mktemp("reference")
+    rgb, cogeo = shared_file("geotiff", "RGB.byte.tif"), shared_file("geotiff", "cogeo.tif")
+    tilepipe.run(str(rgb), str(tmp / "rgb.zarr"), **SMALL)
+    tilepipe.run(str(cogeo), str(tmp / "cogeo.zarr"), **MANY)
+    return {"rgb": mask_of(tmp / "rgb.zarr"), "cogeo": mask_of(tmp / "cogeo.zarr")}
+
+
+def test_external_cluster_gives_the_in_process_bytes(dask_cluster, reference, tmp_path):
+    address, _ = dask_cluster
+    out = tmp_path / "cluster.zarr"
+    summary = tilepipe.run(str(shared_file("geotiff", "RGB.byte.tif")), str(out), scheduler=address, **SMALL)
+    assert np.array_equal(mask_of(out), reference["rgb"])
+    assert summary["environment"]["scheduler"] == f"dask.distributed at {address}"
+    assert tilepipe.open(str(out)).is_complete
+    from distributed import Client
+
+    with Client(address, timeout="10s") as client:  # tilepipe never shuts down someone else's cluster
+        assert len(client.scheduler_info()["workers"]) == 2
+
+
+def test_a_worker_killed_mid_run_costs_nothing(dask_cluster, reference, tmp_path):
+    address, workers = dask_cluster
+    out = tmp_path / "killed.zarr"
+    result = {}
+
+    def client_run():
+        try:
+            result["summary"] = tilepipe.run(str(shared_file("geotiff", "cogeo.tif")), str(out),
+                                             scheduler=address, **MANY)
+        except Exception as exc:  # surfaced by the assertions below
+            result["error"] = exc
+
+    thread = threading.Thread(target=client_run)
+    thread.start()
+    done = lambda: (out / "blocks" / "zarr.json").exists() and tilepipe.open(str(out)).done_blocks().sum()  # noqa: E731
+    finished_before_kill = wait_for(done, 90, "the first finished block", interval=0.02)
+    os.kill(workers[0].pid, signal.SIGKILL)
+    thread.join(timeout=180)
+    assert not thread.is_alive() and "error" not in result, result.get("error")
+    assert finished_before_kill < 64, "the run ended before the worker was killed; the test proved nothing"
+    assert np.array_equal(mask_of(out), reference["cogeo"])
+    assert tilepipe.open(str(out)).is_complete
+
+
+def test_resume_after_the_client_is_killed_runs_only_missing_blocks(reference, tmp_path, monkeypatch):
+    out = tmp_path / "resumed.zarr"
+    source = shared_file("geotiff", "cogeo.tif")
+    args = ["run", str(source), "-o", str(out), "--workers", "1", "-q"] + [
+        f"--{k.replace('_', '-')}={v}" for k, v in MANY.items()]
+    client = subprocess.Popen([sys.executable, "-m", "tilepipe", *args], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        done = lambda: (out / "blocks" / "zarr.json").exists() and tilepipe.open(str(out)).done_blocks().sum() >= 3  # noqa: E731
+        wait_for(done, 90, "three finished blocks", interval=0.02)
+    finally:
+        client.send_signal(signal.SIGKILL)
+        client.wait(timeout=10)
+    store = tilepipe.open(str(out))
+    finished = int(store.done_blocks().sum())
+    assert not store.is_complete and 3 <= finished < 64
+
+    import tilepipe.schedule as schedule
+
+    ran = []
+    original = schedule.process_block
+
+    def counting(ctx, index):
+        ran.append(index)
+        return original(ctx, index)
+
+    monkeypatch.setattr(schedule, "process_block", counting)
+    summary = tilepipe.run(str(source), str(out), resume=True, workers=2, **MANY)
+    assert len(ran) == 64 - finished == summary["plan"]["blocks_run"]
+    assert summary["plan"]["blocks_reused"] == finished
+    assert np.array_equal(mask_of(out), reference["cogeo"])
+    assert tilepipe.open(str(out)).is_complete
+
+
+@pytest.mark.parametrize("change", [{"tile_size": 96}, {"input": "RGB.byte.tif"}, {"weights_file": True}])
+def test_resume_refuses_a_store_from_another_run(tmp_path, change):
+    cogeo = shared_file("geotiff", "cogeo.tif")
+    out = tmp_path / "s.zarr"
+    tilepipe.run(str(cogeo), str(out), **MANY)
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    attrs = json.loads((out / "zarr.json").read_text())
+    options = dict(MANY)
+    source = cogeo
+    if "tile_size" in change:
+        options["tile_size"] = change["tile_size"]
+    if "input" in change:
+        source = shared_file("geotiff", change["input"])
+    if "weights_file" in change:
+        import torch
+
+        from tilepipe.model import StandIn
+
+        torch.save(StandIn(4).state_dict(), tmp_path / "other.pth")
+        options["weights"] = str(tmp_path / "other.pth")
+    with pytest.raises(tilepipe.TilepipeError, match="cannot resume.*left untouched"):
+        tilepipe.run(str(source), str(out), resume=True, **options)
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+    assert json.loads((out / "zarr.json").read_text()) == attrs
+
+
+def test_resume_without_a_store_is_a_clear_error(tmp_path):
+    with pytest.raises(tilepipe.TilepipeError, match="nothing to resume"):
+        tilepipe.run(str(shared_file("geotiff", "RGB.byte.tif")), str(tmp_path / "none.zarr"), resume=True, **SMALL)
+
+
+@pytest.mark.parametrize("url", ["memory://tilepipe-test/out.zarr", "file://{tmp}/out.zarr"])
+def test_fsspec_urls_give_the_same_mask(reference, tmp_path, url):
+    url = url.format(tmp=tmp_path)
+    summary = tilepipe.run(str(shared_file("geotiff", "RGB.byte.tif")), url, **SMALL)
+    assert summary.ok
+    assert np.array_equal(zarr.open_group(url, mode="r")["mask"][...], reference["rgb"])
+    assert tilepipe.open(url).is_complete
+
+
+def test_local_cluster_is_started_and_torn_down(reference, tmp_path):
+    import distributed
+
+    out = tmp_path / "local.zarr"
+    summary = tilepipe.run(str(shared_file("geotiff", "RGB.byte.tif")), str(out), cluster="local:2", **SMALL)
+    assert np.array_equal(mask_of(out), reference["rgb"])
+    assert "LocalCluster of 2" in summary["environment"]["scheduler"]
+    with pytest.raises(ValueError):
+        distributed.get_client()  # no client (and so no cluster) left behind
+
+
+def test_bad_cluster_options_are_clear_errors(tmp_path):
+    src = str(shared_file("geotiff", "RGB.byte.tif"))
+    with pytest.raises(tilepipe.TilepipeError, match="expected local:N"):
+        tilepipe.run(src, str(tmp_path / "a.zarr"), cluster="remote:2", **SMALL)
+    with pytest.raises(tilepipe.TilepipeError, match="either --cluster or --scheduler"):
+        tilepipe.run(src, str(tmp_path / "b.zarr"), cluster="local:2", scheduler="tcp://127.0.0.1:1", **SMALL)
+    with pytest.raises(tilepipe.TilepipeError, match="cannot connect"):
+        tilepipe.run(src, str(tmp_path / "c.zarr"), scheduler="tcp://127.0.0.1:1", **SMALL)
