@@ -168,6 +168,14 @@ def summary(store, as_json):
 
 
 @main.command()
+def doctor():
+    """Print what tilepipe runs on: torch/CUDA/GPU, rasterio/GDAL, zarr, dask, and the weights cache."""
+    from .doctor import report
+
+    click.echo(report())
+
+
+@main.command()
 @click.argument("entry_id", required=False)
 @_user_errors
 def catalog(entry_id):
