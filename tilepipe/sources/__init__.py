@@ -58,6 +58,14 @@ class Source(Protocol):
 
 @lru_cache(maxsize=8)
 def open_source(spec: SourceSpec) -> Source:
+    """The source for ``spec.path``: DICOM for a folder, a DICOMDIR, a ``.dcm`` file or any file
+    with the DICM preamble; GeoTIFF (anything GDAL reads) otherwise."""
+    from .dicom_files import is_dicom_path
+
+    if is_dicom_path(spec.path):
+        from .dicom import DicomSource
+
+        return DicomSource(spec)
     from .geotiff import GeoTiffSource
 
     return GeoTiffSource(spec)

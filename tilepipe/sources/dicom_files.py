@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pydicom
 from pydicom.fileset import FileSet
-from pydicom.uid import UID
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from ..errors import TilepipeError
 
@@ -91,6 +91,11 @@ class Instance:
         return self.slide is not None
 
     @property
+    def deflated(self) -> bool:
+        """Deflated files must be inflated whole to reach any frame."""
+        return self.transfer_syntax == DeflatedExplicitVRLittleEndian
+
+    @property
     def sop_class_name(self) -> str:
         return UID(self.sop_class_uid).name
 
@@ -117,16 +122,18 @@ class Discovery:
         return sum(s.reason == "not DICOM" for s in self.skipped)
 
     @property
-    def without_pixels(self) -> list[Skipped]:
-        return [s for s in self.skipped if not s.broken and s.reason != "not DICOM"]
+    def non_image(self) -> int:
+        """DICOM files that are no image to segment: SR, DICOMDIR, SEG and the like."""
+        return sum(not s.broken and s.reason != "not DICOM" for s in self.skipped)
 
 
 def is_dicom_path(path: str) -> bool:
     """A folder, a DICOMDIR, a ``.dcm`` file or any file with the DICM preamble."""
     p = Path(path)
+    named = p.suffix.lower() in (".dcm", ".dicom") or p.name.upper() == "DICOMDIR"
     if "://" in path or not p.exists():
-        return p.suffix.lower() in (".dcm", ".dicom") or p.name.upper() == "DICOMDIR"
-    return p.is_dir() or p.suffix.lower() in (".dcm", ".dicom") or p.name.upper() == "DICOMDIR" or _has_preamble(p)
+        return named
+    return named or p.is_dir() or _has_preamble(p)
 
 
 def _has_preamble(path: Path) -> bool:
@@ -174,7 +181,11 @@ def read_header(path: Path) -> Instance | Skipped:
             tag = f.read(4)
     except Exception as exc:  # a damaged header raises anything from struct.error to KeyError
         return Skipped(str(path), f"unreadable DICOM header ({_first_line(exc)})", broken=True)
-    has_pixels = len(tag) == 4 and _tag_value(tag, ds) in PIXEL_DATA_TAGS
+    if ds.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
+        # the file position is in the deflated stream: look at the inflated dataset instead (rare, small files)
+        has_pixels = any(k in pydicom.dcmread(path) for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
+    else:
+        has_pixels = len(tag) == 4 and _tag_value(tag, ds) in PIXEL_DATA_TAGS
     sop_class = str(ds.get("SOPClassUID", ""))
     series = str(ds.get("SeriesInstanceUID", "")) or None
     name = UID(sop_class).name if sop_class else "no SOP Class UID"
@@ -184,8 +195,6 @@ def read_header(path: Path) -> Instance | Skipped:
         return Skipped(str(path), f"no pixel data ({name})", series)
     if str(ds.get("Modality", "")) in NON_IMAGE_MODALITIES:
         return Skipped(str(path), f"not an image to segment ({name})", series)
-    if series is None or not ds.get("SOPInstanceUID"):
-        return Skipped(str(path), "an image without SeriesInstanceUID or SOPInstanceUID", series, True)
     try:
         return _instance(path, ds, pixel_offset)
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
@@ -201,14 +210,14 @@ def _tag_value(raw: bytes, ds) -> int:
 
 def _instance(path: Path, ds, pixel_offset: int) -> Instance:
     frames = int(ds.get("NumberOfFrames") or 1)
-    slide = _slide(ds) if str(ds.SOPClassUID) == WSI_SOP_CLASS else None
+    slide = _slide(ds) if str(ds.get("SOPClassUID", "")) == WSI_SOP_CLASS else None
     thickness = _floats(ds.get("SliceThickness"), 1)
     return Instance(
         path=os.path.abspath(path),
         pixel_offset=pixel_offset,
-        sop_class_uid=str(ds.SOPClassUID),
-        sop_instance_uid=str(ds.SOPInstanceUID),
-        series_uid=str(ds.SeriesInstanceUID),
+        sop_class_uid=str(ds.get("SOPClassUID", "")),
+        sop_instance_uid=str(ds.get("SOPInstanceUID", "")),
+        series_uid=str(ds.get("SeriesInstanceUID", "")),
         study_uid=str(ds.get("StudyInstanceUID", "")),
         frame_of_reference_uid=str(ds.get("FrameOfReferenceUID", "")) or None,
         series_description=str(ds.get("SeriesDescription", "")),
@@ -238,40 +247,37 @@ def _frames(ds, count: int) -> tuple[FrameInfo, ...]:
     places none of them, so its frames get no position."""
     shared = _first_item(ds.get("SharedFunctionalGroupsSequence"))
     per_frame = ds.get("PerFrameFunctionalGroupsSequence")
-    if shared is None and per_frame is None:
-        base = _frame_info(ds, ds)
-        if count > 1:
-            base = FrameInfo(None, base.orientation, base.pixel_spacing, base.slope, base.intercept, base.window)
-        return (base,) * count
-    base = _frame_info(ds, shared) if shared is not None else _frame_info(ds, ds)
-    if not per_frame:
-        return (base,) * count
-    return tuple(_frame_info(ds, item, base) for item in per_frame)
+    base = _classic_frame(ds) if shared is None else _grouped_frame(shared, _classic_frame(ds))
+    if per_frame:
+        return tuple(_grouped_frame(item, base) for item in per_frame)
+    if shared is None and count > 1:
+        base = replace(base, position=None)
+    return (base,) * count
 
 
-def _frame_info(ds, groups, base: FrameInfo | None = None) -> FrameInfo:
-    """Read one frame's macros from ``groups`` (a functional-groups item, or the dataset itself)."""
-    base = base or FrameInfo()
-    if groups is ds:
-        position = _floats(ds.get("ImagePositionPatient"), 3)
-        orientation = _floats(ds.get("ImageOrientationPatient"), 6)
-        spacing = _floats(ds.get("PixelSpacing"), 2)
-        slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
-        window = _window(ds)
-    else:
-        position = _floats(_attr(groups, "PlanePositionSequence", "ImagePositionPatient"), 3)
-        orientation = _floats(_attr(groups, "PlaneOrientationSequence", "ImageOrientationPatient"), 6)
-        spacing = _floats(_attr(groups, "PixelMeasuresSequence", "PixelSpacing"), 2)
-        slope = _attr(groups, "PixelValueTransformationSequence", "RescaleSlope")
-        intercept = _attr(groups, "PixelValueTransformationSequence", "RescaleIntercept")
-        window = _window(_first_item(groups.get("FrameVOILUTSequence")))
+def _classic_frame(ds) -> FrameInfo:
+    slope, intercept = _floats(ds.get("RescaleSlope"), 1), _floats(ds.get("RescaleIntercept"), 1)
     return FrameInfo(
-        position=position or base.position,
-        orientation=orientation or base.orientation,
-        pixel_spacing=spacing or base.pixel_spacing,
-        slope=_number(slope, base.slope),
-        intercept=_number(intercept, base.intercept),
-        window=window or base.window,
+        position=_floats(ds.get("ImagePositionPatient"), 3),
+        orientation=_floats(ds.get("ImageOrientationPatient"), 6),
+        pixel_spacing=_floats(ds.get("PixelSpacing"), 2),
+        slope=slope[0] if slope else 1.0,
+        intercept=intercept[0] if intercept else 0.0,
+        window=_window(ds),
+    )
+
+
+def _grouped_frame(groups, base: FrameInfo) -> FrameInfo:
+    """One functional-groups item's macros, falling back to ``base`` for what it lacks."""
+    slope = _floats(_attr(groups, "PixelValueTransformationSequence", "RescaleSlope"), 1)
+    intercept = _floats(_attr(groups, "PixelValueTransformationSequence", "RescaleIntercept"), 1)
+    return FrameInfo(
+        position=_floats(_attr(groups, "PlanePositionSequence", "ImagePositionPatient"), 3) or base.position,
+        orientation=_floats(_attr(groups, "PlaneOrientationSequence", "ImageOrientationPatient"), 6) or base.orientation,
+        pixel_spacing=_floats(_attr(groups, "PixelMeasuresSequence", "PixelSpacing"), 2) or base.pixel_spacing,
+        slope=slope[0] if slope else base.slope,
+        intercept=intercept[0] if intercept else base.intercept,
+        window=_window(_first_item(groups.get("FrameVOILUTSequence"))) or base.window,
     )
 
 
@@ -281,9 +287,9 @@ def _slide(ds) -> SlideInfo:
     return SlideInfo(
         total_rows=int(ds.get("TotalPixelMatrixRows") or ds.Rows),
         total_columns=int(ds.get("TotalPixelMatrixColumns") or ds.Columns),
-        organization=str(ds.get("DimensionOrganizationType", "TILED_FULL" if int(ds.get("NumberOfFrames") or 1) == 1 else "")),
+        organization=str(ds.get("DimensionOrganizationType", "")),
         image_type=tuple(str(v) for v in (ds.get("ImageType") or ())),
-        pixel_spacing=_floats(_attr(shared, "PixelMeasuresSequence", "PixelSpacing"), 2) if shared else None,
+        pixel_spacing=_floats(_attr(shared, "PixelMeasuresSequence", "PixelSpacing"), 2),
         orientation=_floats(ds.get("ImageOrientationSlide"), 6),
         origin=(_floats([origin.get("XOffsetInSlideCoordinateSystem"), origin.get("YOffsetInSlideCoordinateSystem")], 2)
                 if origin is not None else None),
@@ -322,11 +328,6 @@ def _floats(value, count: int | None) -> tuple[float, ...] | None:
     return floats
 
 
-def _number(value, default: float) -> float:
-    floats = _floats(value, 1)
-    return floats[0] if floats else default
-
-
 def _int(value) -> int | None:
     try:
         return int(value) if value not in (None, "") else None
@@ -347,7 +348,7 @@ class SeriesSummary:
     instances: int
 
     def __str__(self) -> str:
-        return f"{self.uid} ({self.modality} '{self.description}', {self.instances} file(s))"
+        return f"{self.uid or '(no SeriesInstanceUID)'} ({self.modality} '{self.description}', {self.instances} file(s))"
 
 
 def list_series(instances: list[Instance]) -> list[SeriesSummary]:

@@ -32,14 +32,17 @@ def slice_normal(orientation: Sequence[float]) -> np.ndarray:
     return normal / norm
 
 
+def same_orientation(a: Sequence[float], b: Sequence[float]) -> bool:
+    return bool(np.allclose(np.asarray(a, float), np.asarray(b, float), atol=ORIENTATION_TOLERANCE))
+
+
 def distinct_orientations(orientations: Sequence[Sequence[float]]) -> list[tuple[float, ...]]:
     """The different orientations among ``orientations``, first occurrence first."""
-    found: list[np.ndarray] = []
+    found: list[tuple[float, ...]] = []
     for o in orientations:
-        o = np.asarray(o, float)
-        if not any(np.allclose(o, f, atol=ORIENTATION_TOLERANCE) for f in found):
-            found.append(o)
-    return [tuple(float(v) for v in f) for f in found]
+        if not any(same_orientation(o, f) for f in found):
+            found.append(tuple(float(v) for v in o))
+    return found
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Callable, Hashable
 
 import numpy as np
+import pydicom
 from pydicom.pixels import get_decoder, pixel_array
 from pydicom.uid import (
     HTJ2K,
@@ -94,8 +95,9 @@ def check_pixel_data(instance: Instance) -> None:
     endian = "<" if syntax.is_little_endian else ">"
     with open(instance.path, "rb") as f:
         f.seek(instance.pixel_offset)
-        header = f.read(8 if syntax.is_implicit_VR else 12)
-        if len(header) < len(header) or len(header) < 8:
+        wanted = 8 if syntax.is_implicit_VR else 12
+        header = f.read(wanted)
+        if len(header) < wanted:
             _truncated(instance, "its pixel data element is cut off")
         length = struct.unpack(endian + "L", header[4:8] if syntax.is_implicit_VR else header[8:12])[0]
         value_at = instance.pixel_offset + len(header)
@@ -104,6 +106,9 @@ def check_pixel_data(instance: Instance) -> None:
             if fragments < instance.number_of_frames:
                 _truncated(instance, f"it has {fragments} compressed fragment(s) for {instance.number_of_frames} frames")
             return
+    if syntax.is_encapsulated:
+        raise TilepipeError(f"{instance.path}: transfer syntax {syntax.name} but the pixel data is not "
+                            f"encapsulated (it has a defined length); the file is malformed")
     needed = native_frame_bytes(instance) * instance.number_of_frames
     if value_at + length > size or length < needed:
         _truncated(instance, f"its pixel data needs {needed} bytes, the file holds {max(0, min(length, size - value_at))}")
@@ -142,14 +147,17 @@ def _truncated(instance: Instance, why: str):
     raise TilepipeError(f"{instance.path}: the file looks truncated ({why})")
 
 
-def decode_frame(path: str, index: int) -> np.ndarray:
-    """Frame ``index`` (0-based) of ``path``: (rows, cols) or (rows, cols, samples), YBR as RGB."""
+def decode_frame(path: str, index: int, deflated: bool = False) -> np.ndarray:
+    """Frame ``index`` (0-based) of ``path``: (rows, cols) or (rows, cols, samples), YBR as RGB.
+
+    A deflated file is inflated whole first: pydicom reads frames from a path only when the
+    dataset is not compressed as a whole."""
     try:
-        return pixel_array(path, index=index)
+        return pixel_array(pydicom.dcmread(path) if deflated else path, index=index)
     except Exception as exc:  # decoders raise anything from ValueError to RuntimeError
-        text = str(exc).strip()
-        raise TilepipeError(f"{path}: frame {index + 1} cannot be decoded "
-                            f"({text.splitlines()[0] if text else type(exc).__name__})") from None
+        # pydicom lists each plugin's reason on its own line: keep them all, on one line
+        text = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
+        raise TilepipeError(f"{path}: frame {index + 1} cannot be decoded ({text})") from None
 
 
 @dataclass(frozen=True)
@@ -199,7 +207,7 @@ class FrameCache:
     blocks; without a cache each would decode the same frame again. Frames are decoded outside the
     lock (threads decode different frames in parallel) and stored read-only."""
 
-    def __init__(self, max_bytes: int = 64 * 2**20):
+    def __init__(self, max_bytes: int = 32 * 2**20):
         self.max_bytes = max_bytes
         self._frames: OrderedDict[Hashable, np.ndarray] = OrderedDict()
         self._bytes = 0

@@ -1,0 +1,174 @@
+"""DICOM Segmentation export with highdicom: the mask of a finished DICOM run as a SEG object.
+
+One segment per class present in the mask (every label except the nodata value 255), numbered 1..K
+in class order and named after the class; nodata is background. The SEG is BINARY (the kind every
+SEG-capable viewer reads) and references the source instances recorded in the store's ``dicom``
+attributes. Their headers (never their pixels) are re-read from the paths saved at run time, so the
+source files must still be there, with the same SOPInstanceUIDs.
+
+How mask planes meet source frames:
+
+* a series of single-frame images: plane z is ``source_files[z]``; highdicom gets the sources in
+  plane order, which is the order it pairs with the array's planes;
+* one multi-frame image: plane z is frame ``frame_numbers[z]``; planes are put back in frame order;
+* a whole-slide level: the 2-D mask is the total pixel matrix, tiled by highdicom in the source's
+  frame size.
+
+The mask is read band by band (a plane, or a band of chunk rows for a 2-D mask), but highdicom takes
+the whole segmentation as one array: a uint8 label map the size of the mask is the one thing here
+that grows with the image.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+
+from .. import __version__
+from ..errors import TilepipeError
+
+from ..sink import NO_LABEL, MaskStore
+
+TYPE2_PATIENT_STUDY = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+                       "ReferringPhysicianName", "StudyID", "AccessionNumber")
+"""Type 2 attributes SEG copies from its source: present but possibly empty. Some sources (the
+whole-slide sample among them) leave them out, which highdicom refuses; empty values say the same."""
+
+
+def export(store: MaskStore, out: str) -> str:
+    import highdicom as hd
+
+    geometry = store.group.attrs.get("dicom")
+    if not geometry:
+        raise TilepipeError(f"{store.url}: its input was not DICOM; --to dicom-seg needs a store made from DICOM")
+    mask = store.mask
+    classes = present_classes(mask)
+    if not classes:
+        raise TilepipeError(f"{store.url}: the mask holds no class at all (only nodata); nothing to export")
+    sources = _source_headers(geometry, store.url)
+    labels = label_map(mask, classes)
+    whole_slide = geometry["kind"] == "whole-slide"
+    if whole_slide:
+        _default_slide_origin(sources[0])
+        labels = labels[None]
+    elif len(sources) == 1 and int(sources[0].get("NumberOfFrames") or 1) > 1:
+        labels = _frame_order(labels, geometry["frame_numbers"], int(sources[0].NumberOfFrames), store.url)
+    names = list(store.group.attrs.get("class_names") or [])
+    model = store.info.get("model", {})
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name=f"tilepipe {model.get('architecture', 'model')}"[:64],
+        family=codes.cid7162.ArtificialIntelligence,
+        version=str(model.get("weights", "unknown"))[:64],
+    )
+    descriptions = [
+        hd.seg.SegmentDescription(
+            segment_number=number,
+            segment_label=(names[c] if c < len(names) else f"class {c}")[:64],
+            segmented_property_category=codes.SCT.Tissue,
+            segmented_property_type=codes.SCT.Tissue,
+            algorithm_type="AUTOMATIC",
+            algorithm_identification=algorithm,
+            tracking_uid=hd.UID(),
+            tracking_id=f"tilepipe class {c}",
+        )
+        for number, c in enumerate(classes, start=1)
+    ]
+    try:
+        seg = hd.seg.Segmentation(
+            source_images=sources,
+            pixel_array=labels,
+            segmentation_type="BINARY",
+            segment_descriptions=descriptions,
+            series_instance_uid=hd.UID(),
+            series_number=1,
+            sop_instance_uid=hd.UID(),
+            instance_number=1,
+            manufacturer="tilepipe",
+            manufacturer_model_name="tilepipe",
+            software_versions=__version__,
+            device_serial_number="none",
+            series_description="tilepipe segmentation",
+            content_label="TILEPIPE",
+            content_description=f"{model.get('architecture', 'model')} segmentation by tilepipe"[:64],
+            tile_pixel_array=whole_slide,
+        )
+        seg.save_as(out)
+    except (ValueError, TypeError, AttributeError) as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TilepipeError(f"{out}: highdicom cannot build a SEG for this source ({text})") from None
+    except OSError as exc:
+        raise TilepipeError(f"{out}: cannot write it ({exc.strerror or exc})") from None
+    return out
+
+
+def _bands(mask):
+    """The mask in pieces: each plane of a (z, y, x) mask, or bands of chunk rows of a 2-D one."""
+    if mask.ndim == 3:
+        for z in range(mask.shape[0]):
+            yield (z,), mask[z]
+    else:
+        step = mask.chunks[0]
+        for row in range(0, mask.shape[0], step):
+            yield (slice(row, row + step),), mask[row:row + step]
+
+
+def present_classes(mask) -> list[int]:
+    """The labels that occur in the mask, except nodata, in ascending order."""
+    counts = np.zeros(256, np.int64)
+    for _, piece in _bands(mask):
+        counts += np.bincount(np.asarray(piece).ravel(), minlength=256)
+    return [int(c) for c in np.flatnonzero(counts) if c != NO_LABEL]
+
+
+def label_map(mask, classes: list[int]) -> np.ndarray:
+    """The mask with class ``classes[k]`` as segment ``k + 1`` and nodata as background (0)."""
+    lut = np.zeros(256, np.uint8)
+    lut[classes] = np.arange(1, len(classes) + 1, dtype=np.uint8)
+    labels = np.zeros(mask.shape, np.uint8)
+    for where, piece in _bands(mask):
+        labels[where] = lut[np.asarray(piece)]
+    return labels
+
+
+def _source_headers(geometry: dict, url: str) -> list[Dataset]:
+    """Headers of the distinct source files, in plane order, checked against the recorded UIDs."""
+    paths = list(dict.fromkeys(geometry["source_files"]))
+    expected = dict(zip(geometry["source_files"], geometry["sop_instance_uids"]))
+    headers = []
+    for path in paths:
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except FileNotFoundError:
+            raise TilepipeError(f"{path}: source file of {url} is gone; the SEG must reference it") from None
+        except Exception as exc:  # pydicom raises many types for a damaged file
+            raise TilepipeError(f"{path}: cannot read the source file of {url} ({exc})") from None
+        if str(ds.SOPInstanceUID) != expected[path]:
+            raise TilepipeError(f"{path}: holds SOPInstanceUID {ds.SOPInstanceUID}, not {expected[path]} that {url} "
+                                f"was made from; the file was replaced")
+        for keyword in TYPE2_PATIENT_STUDY:
+            if keyword not in ds:
+                setattr(ds, keyword, "")
+        headers.append(ds)
+    return headers
+
+
+def _default_slide_origin(ds: Dataset) -> None:
+    """A whole-slide source without TotalPixelMatrixOriginSequence (type 1, but missing from some
+    converters' output) gets origin (0, 0): the SEG then lines up by pixel matrix, which is what
+    the source itself gives a viewer."""
+    if "TotalPixelMatrixOriginSequence" not in ds:
+        origin = Dataset()
+        origin.XOffsetInSlideCoordinateSystem = 0
+        origin.YOffsetInSlideCoordinateSystem = 0
+        ds.TotalPixelMatrixOriginSequence = [origin]
+
+
+def _frame_order(labels: np.ndarray, frame_numbers: list[int], frames: int, url: str) -> np.ndarray:
+    """Planes (in patient-geometry order) back into the multi-frame source's frame order."""
+    if sorted(frame_numbers) != list(range(1, frames + 1)):
+        raise TilepipeError(f"{url}: its planes do not cover the source's {frames} frames once each")
+    ordered = np.empty_like(labels)
+    ordered[np.asarray(frame_numbers) - 1] = labels
+    return ordered

@@ -1,0 +1,157 @@
+"""DICOM input: a series folder, a DICOMDIR, a single or multi-frame file, or a whole-slide level.
+
+The pieces, one module each: :mod:`.dicom_files` finds instances and reads headers only,
+:mod:`.dicom_stack` orders a series or multi-frame into planes, :mod:`.dicom_wsi` lays out a
+whole-slide level as tiles, :mod:`.dicom_pixels` decodes single frames and checks up front that
+they will decode, :mod:`.dicom_window` picks the intensity window. :class:`DicomSource` joins them
+behind the :class:`~tilepipe.sources.Source` protocol.
+
+Opening validates everything that can fail without decoding the series (series choice, geometry,
+decoder plugins, truncated files) and decodes exactly one frame, so a bad input fails before any
+output exists. After that a frame is decoded only when a block's window needs it, through a small
+byte-bounded cache shared by the threads of the process.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydicom.uid import UID
+
+from ..errors import TilepipeError
+from ..grid import Window
+from . import SourceSpec
+from .dicom_files import Instance, discover, is_dicom_path, list_series, select_series
+from .dicom_pixels import FrameCache, PixelFormat, check_decodable, check_pixel_data, decode_frame
+from .dicom_stack import Frame, StackLayout
+from .dicom_window import choose_scaling
+from .dicom_wsi import SlideLayout
+
+__all__ = ["DicomSource", "is_dicom_path"]
+
+SAMPLE_FRAMES = 8
+SAMPLE_VALUES = 1_000_000
+
+
+class DicomSource:
+    format = "DICOM"
+
+    def __init__(self, spec: SourceSpec):
+        self.spec = spec
+        self.path = spec.path
+        found = discover(spec.path)
+        self.skipped_non_dicom, self.skipped_non_image = found.non_dicom, found.non_image
+        self.other_series = len(list_series(found.instances)) - 1
+        self.layout = _layout(select_series(found, spec.series), spec)
+        self.first = first = self.layout.instances[0]  # speaks for the image: plane 0's, or the slide level
+        self.height, self.width, self.depth = self.layout.height, self.layout.width, self.layout.depth
+        for instance in self.layout.instances:
+            check_decodable(instance)
+            check_pixel_data(instance)
+        self.pixels = PixelFormat.of(first)
+        self.bands = self.pixels.bands
+        if spec.bands and tuple(spec.bands) != self.bands:
+            raise TilepipeError(f"--bands {','.join(map(str, spec.bands))}: a DICOM image uses all its samples "
+                                f"({','.join(map(str, self.bands))} here)")
+        self._cache = FrameCache()
+        probe = self.layout.sample_frames(1)[0]
+        self.dtype = self._frame(probe).dtype
+        mirror = self.pixels.mirror_sum(probe.slope, probe.intercept) if self.pixels.monochrome1 else None
+        choice = choose_scaling(spec.scaling, spec.window, path=spec.path, modality=first.modality,
+                                color=self.pixels.color, dtype=self.dtype, file_windows=self.layout.file_windows,
+                                sample=self._sample, mirror_sum=mirror)
+        self.scaling, self.window = choice.scaling, choice.window
+        self.warnings = [*self.layout.warnings, *choice.warnings]
+
+    def _decode(self, frame: Frame) -> np.ndarray:
+        raw = decode_frame(frame.path, frame.index, frame.deflated)
+        expected = (self.first.rows, self.first.columns) + ((self.first.samples,) if self.pixels.color else ())
+        if raw.shape != expected:
+            raise TilepipeError(f"{frame.path}: frame {frame.index + 1} decodes to {raw.shape}, expected {expected}")
+        return self.pixels.values(raw, frame.slope, frame.intercept)
+
+    def _frame(self, frame: Frame) -> np.ndarray:
+        return self._cache.get(frame, lambda: self._decode(frame))
+
+    def read(self, window: Window, plane: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        pixels = np.zeros((len(self.bands), window.height, window.width), self.dtype)
+        valid = np.zeros((window.height, window.width), bool)
+        for frame, part in self.layout.frames_under(window, plane):
+            inside = window.intersection(part)
+            if inside is None:
+                continue
+            target = inside.relative_to(window)
+            pixels[(slice(None), *target)] = self._frame(frame)[(slice(None), *inside.relative_to(part))]
+            valid[target] = True
+        return pixels, valid
+
+    def _sample(self) -> tuple[np.ndarray, str]:
+        """Values of up to 8 frames spread through the image, thinned to about a million."""
+        frames = self.layout.sample_frames(SAMPLE_FRAMES)
+        values = np.concatenate([self._decode(f).reshape(len(self.bands), -1) for f in frames], axis=1)
+        step = max(1, values.shape[1] // SAMPLE_VALUES)
+        return values[:, ::step], f"{len(frames)} frame(s) spread through the image"
+
+    @property
+    def transfer_syntaxes(self) -> list[str]:
+        return sorted({UID(i.transfer_syntax).name for i in self.layout.instances})
+
+    def geometry(self) -> dict:
+        first = self.first
+        return {"dicom": {
+            "kind": self.layout.kind,
+            "modality": first.modality,
+            "sop_class_uid": first.sop_class_uid,
+            "study_instance_uid": first.study_uid,
+            "series_instance_uid": first.series_uid,
+            "frame_of_reference_uid": first.frame_of_reference_uid,
+            "series_description": first.series_description,
+            "series_number": first.series_number,
+            "photometric_interpretation": first.photometric,
+            "transfer_syntaxes": self.transfer_syntaxes,
+            "window": self.window.to_json() if self.window else None,
+            "scaling": self.scaling.to_json(),
+            **self.layout.geometry(),
+            "warnings": self.warnings,
+        }}
+
+    def coordinates(self) -> dict[str, np.ndarray]:
+        """``z``: each plane's position along the slice normal (mm), when the stack is placed."""
+        order = getattr(self.layout, "order", None)
+        return {"z": np.asarray(order.locations, float)} if order is not None else {}
+
+    def describe(self) -> dict:
+        first = self.first
+        return {
+            "path": self.path,
+            "format": self.format,
+            "height": self.height,
+            "width": self.width,
+            "depth": self.depth,
+            "band_count": first.samples,
+            "bands_used": list(self.bands),
+            "dtype": self.dtype.name,
+            "scaling": self.scaling.to_json(),
+            "modality": first.modality,
+            "sop_class": first.sop_class_name,
+            "transfer_syntax": ", ".join(self.transfer_syntaxes),
+            "compression": ", ".join(self.transfer_syntaxes),
+            "photometric_interpretation": first.photometric,
+            "series_description": first.series_description,
+            "series_instance_uid": first.series_uid,
+            **self.layout.describe(),
+            "files": len(self.layout.instances),
+            "skipped_non_dicom": self.skipped_non_dicom,
+            "skipped_non_image_dicom": self.skipped_non_image,
+            "other_series": self.other_series,
+            "window": self.window.to_json() if self.window else None,
+            "warnings": self.warnings,
+        }
+
+
+def _layout(instances: list[Instance], spec: SourceSpec) -> StackLayout | SlideLayout:
+    if instances[0].is_slide:
+        return SlideLayout(instances, spec.level, spec.path)
+    if spec.level:
+        raise TilepipeError(f"--level {spec.level}: {spec.path} is not a whole-slide image "
+                            f"(--level is for whole-slide DICOM)")
+    return StackLayout(instances, spec.path)

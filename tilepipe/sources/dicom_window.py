@@ -1,0 +1,101 @@
+"""Which intensity window the network sees for a DICOM image.
+
+In order of precedence: ``--window CENTER,WIDTH`` or a preset; an explicit ``--scaling`` (the same
+option as for GeoTIFF); a colour image's full dtype range; the files' own WindowCenter/WindowWidth;
+percentiles of a sample of frames. A series often carries a different window on every slice, so
+the file window is the median over slices: one window for the whole volume, so that a pixel's
+value never depends on which slice it sits in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable, Iterable
+
+import numpy as np
+
+from ..errors import TilepipeError
+from .scaling import IntensityScaling, ScalingRequest, resolve_scaling
+
+PRESETS = {
+    "soft-tissue": (40.0, 400.0),
+    "lung": (-600.0, 1500.0),
+    "bone": (400.0, 1800.0),
+    "brain": (40.0, 80.0),
+}
+"""CT windows in Hounsfield units (center, width), as radiology viewers ship them."""
+
+
+@dataclass(frozen=True)
+class VoiWindow:
+    center: float
+    width: float
+    source: str
+    """A preset name, ``given`` or ``from the file``."""
+
+    @property
+    def label(self) -> str:
+        return f"window {self.center:g},{self.width:g} ({self.source})"
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class WindowChoice:
+    scaling: IntensityScaling
+    window: VoiWindow | None
+    warnings: tuple[str, ...] = ()
+
+
+def parse_window(text: str) -> VoiWindow:
+    text = str(text).strip()
+    if text in PRESETS:
+        return VoiWindow(*PRESETS[text], text)
+    try:
+        center, width = (float(v) for v in text.split(","))
+    except ValueError:
+        raise TilepipeError(f"--window {text!r}: expected CENTER,WIDTH or one of {', '.join(PRESETS)}") from None
+    if not width > 0:
+        raise TilepipeError(f"--window {text!r}: WIDTH must be positive")
+    return VoiWindow(center, width, "given")
+
+
+def file_window(windows: Iterable[tuple[float, float] | None]) -> VoiWindow | None:
+    """The median of the files' (center, width) pairs, or None when no file has one."""
+    found = np.asarray([w for w in windows if w is not None], float)
+    if not len(found):
+        return None
+    return VoiWindow(float(np.median(found[:, 0])), float(np.median(found[:, 1])), "from the file")
+
+
+def choose_scaling(request: ScalingRequest, window_text: str | None, *, path: str, modality: str, color: bool,
+                   dtype: np.dtype, file_windows: Iterable[tuple[float, float] | None],
+                   sample: Callable[[], tuple[np.ndarray, str]], mirror_sum: float | None) -> WindowChoice:
+    """Resolve the scaling; ``mirror_sum`` is set for MONOCHROME1, whose values the source mirrors
+    (``v -> mirror_sum - v``), so a window given in the file's values is mirrored the same way."""
+    bands = 3 if color else 1
+    explicit = request.method != "auto"
+    if window_text:
+        if explicit:
+            raise TilepipeError("--window and --scaling both given: use one of them")
+        if color:
+            raise TilepipeError(f"{path}: a colour image; --window applies to grayscale DICOM (use --scaling)")
+        window = parse_window(window_text)
+        note = ((f"--window {window.source} is a CT preset in Hounsfield units, but the modality is {modality}",)
+                if window.source in PRESETS and modality != "CT" else ())
+        return WindowChoice(_window_scaling(window, mirror_sum, "given with --window"), window, note)
+    if explicit or color:
+        return WindowChoice(resolve_scaling(request, dtype, bands, sample), None)
+    window = file_window(file_windows)
+    if window is not None:
+        return WindowChoice(_window_scaling(window, mirror_sum, "WindowCenter/WindowWidth, median over frames"), window)
+    percentile = ScalingRequest("percentile", request.percentiles)
+    return WindowChoice(resolve_scaling(percentile, dtype, bands, sample), None)
+
+
+def _window_scaling(window: VoiWindow, mirror_sum: float | None, where: str) -> IntensityScaling:
+    center = window.center if mirror_sum is None else mirror_sum - window.center
+    label = window.label if mirror_sum is None else f"{window.label}, mirrored for MONOCHROME1"
+    half = window.width / 2
+    return IntensityScaling(label, (center - half,), (center + half,), where)
