@@ -149,6 +149,7 @@ def _maxrss_bytes() -> int:
 
 def _child(kwargs_json: str) -> None:
     import tilepipe
+    import tilepipe.pipeline  # noqa: F401 - the API is imported lazily; load torch before the baseline
 
     baseline = _maxrss_bytes()  # after importing torch and tilepipe, before any pixels
     summary = tilepipe.run(**json.loads(kwargs_json)).data
@@ -157,7 +158,7 @@ def _child(kwargs_json: str) -> None:
         "megapixels": summary["input"]["megapixels"],
         "megapixels_per_second": summary["throughput"]["megapixels_per_second"],
         "wall_seconds": timing["wall_seconds"],
-        "setup_seconds": timing["setup_seconds"],
+        "setup_seconds": timing["sequential_seconds"]["setup"],
         "overlap_cost_factor": plan["overlap_cost_factor"],
         "blocks": plan["blocks"],
         "tiles_computed": plan["tiles_computed"],

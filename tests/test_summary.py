@@ -43,10 +43,13 @@ def test_summary_agrees_with_itself(real_run):
     assert thr["megapixels_per_second"] == pytest.approx(d["input"]["megapixels"] / t["wall_seconds"], rel=1e-3)
     # the parts that run one after another add up to the wall time
     assert sum(t["sequential_seconds"].values()) == pytest.approx(t["wall_seconds"], rel=0.10)
-    # one worker: stages do not overlap, and they account for the blocks' wall time
+    # the stages account for the blocks' wall time; where they exceed it (the reader thread
+    # prepares the next batch while the model runs) the summary says they overlapped
     busy = sum(t["stage_busy_seconds"].values())
-    assert 0.9 * t["sequential_seconds"]["blocks"] <= busy <= 1.02 * t["sequential_seconds"]["blocks"]
-    assert "one after another" in t["overlap"]
+    assert busy >= 0.9 * t["sequential_seconds"]["blocks"]
+    overlapped = busy > 1.02 * t["sequential_seconds"]["blocks"]
+    assert ("overlapped" in t["overlap"]) == overlapped
+    assert ("tactic-overlap-io-compute" in {x["id"] for x in d["tactics"]}) == overlapped
     flops = 2 * d["model"]["macs_per_tile"] * d["plan"]["tiles_computed"]
     assert thr["model_tflops_while_running"] == pytest.approx(flops / t["stage_busy_seconds"]["forward"] / 1e12, rel=1e-3)
     assert d["bottleneck"]["stage"] == "forward"
@@ -86,7 +89,6 @@ def test_cpu_fp32_run_claims_no_gpu_tactics_and_cites_only_catalog_ids(real_run)
     assert d["engine"]["device"] == "cpu" and d["engine"]["precision"] == "fp32"
     assert not ids & {"tactic-mixed-precision", "tactic-pinned-memory", "tactic-cudnn-autotune"}
     assert "tactic-skip-nodata" in ids  # one block held no data
-    assert "tactic-overlap-io-compute" not in ids  # one worker: nothing overlapped
     catalog = load_catalog()
     cited = {ref for t in d["tactics"] for ref in t["references"]}
     assert cited and cited <= set(catalog)

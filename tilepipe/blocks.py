@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import time
 import traceback
-from collections import defaultdict
+from collections import defaultdict, deque
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -25,6 +26,7 @@ from .sources import SourceSpec, open_source
 from .stitch import BlockStitcher
 
 STAGES = ("read", "preprocess", "forward", "stitch", "write")
+PREFETCH = 2
 
 
 @dataclass(frozen=True)
@@ -101,16 +103,29 @@ def process_block(ctx: RunContext, index: tuple[int, ...]) -> BlockReport:
         tiles = [t for t in block.tiles if valid[t.relative_to(read)].any()]
         report.tiles, report.tiles_skipped = len(tiles), block.tile_count - len(tiles)
         stitcher = BlockStitcher(block.core, engine.model.num_classes, ctx.blending, engine.device)
-        for start in range(0, len(tiles), engine.batch_size):
-            batch = tiles[start:start + engine.batch_size]
-            with report.stage("preprocess"):
-                images, masks = tile_inputs(pixels, valid, read, batch, source.scaling)
-            probabilities, busy = engine.predict(images, masks)
-            report.seconds["forward"] += busy
-            report.forward_calls += 1
-            with report.stage("stitch"):
-                for tile, probs in zip(batch, probabilities):
-                    stitcher.add(tile, probs)
+        size = engine.batch_size_for(block.tile_height, block.tile_width)
+        batches = [tiles[i:i + size] for i in range(0, len(tiles), size)]
+
+        def prepare(batch):
+            start = time.perf_counter()
+            images, masks = tile_inputs(pixels, valid, read, batch, source.scaling)
+            return engine.upload(images, masks), time.perf_counter() - start
+
+        # A reader thread keeps PREFETCH batches cut, scaled and on their way to the device
+        # while the network runs the current one.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tilepipe-prefetch") as pool:
+            pending = deque(pool.submit(prepare, b) for b in batches[:PREFETCH])
+            for i, batch in enumerate(batches):
+                uploaded, seconds = pending.popleft().result()
+                report.seconds["preprocess"] += seconds
+                if i + PREFETCH < len(batches):
+                    pending.append(pool.submit(prepare, batches[i + PREFETCH]))
+                probabilities, busy = engine.predict(uploaded)
+                report.seconds["forward"] += busy
+                report.forward_calls += 1
+                with report.stage("stitch"):
+                    for tile, probs in zip(batch, probabilities):
+                        stitcher.add(tile, probs)
         with report.stage("stitch"):
             labels = stitcher.labels(core_valid)
             probs = stitcher.probabilities() if ctx.probabilities else None

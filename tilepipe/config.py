@@ -39,7 +39,8 @@ class RunOptions:
     # engine
     device: str = "auto"
     precision: str = "auto"
-    batch_size: int = 4
+    batch_size: int | str = 4
+    compile: bool = False
     # schedule and output
     workers: int = 2
     cluster: str | None = None
@@ -62,6 +63,11 @@ class RunOptions:
 
 
 def _coerce(name: str, value):
+    if name == "batch_size" and value != "auto":
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise TilepipeError(f"option batch_size: expected a positive integer or auto, got {value!r}") from None
     if name in ("bands", "percentiles", "class_names"):
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]

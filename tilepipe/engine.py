@@ -44,7 +44,21 @@ def device_peak_tflops(device_name: str, precision: str) -> float | None:
 class EngineOptions:
     device: str = "auto"
     precision: str = "auto"
-    batch_size: int = 4
+    batch_size: int | str = 4
+    """Tiles per forward pass, or ``"auto"``: on CUDA the largest batch that fits in 60% of the
+    free device memory (measured with a probe pass per tile shape, capped at 64); 4 on a CPU."""
+    compile: bool = False
+    """Wrap the network in ``torch.compile``; its warm-up is timed apart from the forward passes."""
+
+
+@dataclass
+class DeviceBatch:
+    """A batch on its way to the device: uploaded ahead of time, ready once ``ready`` fires."""
+
+    images: torch.Tensor
+    valid: torch.Tensor
+    count: int
+    ready: object = None  # a torch.cuda.Event on CUDA
 
 
 def resolve_device(name: str) -> torch.device:
@@ -72,55 +86,113 @@ def resolve_precision(name: str, device: torch.device) -> str:
 
 
 class Engine:
-    """Runs batches of normalised-ready tiles and returns class probabilities on the device."""
+    """Runs batches of tiles through the network and returns class probabilities on the device.
+
+    ``upload`` (called ahead of time, from a block's prefetch thread) pins the batch and copies it
+    to the device on a side CUDA stream; ``predict`` (serialised by a lock) waits for that copy,
+    normalises on the device and runs the network, so host-to-device copies overlap compute."""
+
+    AUTO_CPU_BATCH = 4
+    AUTO_MAX_BATCH = 64
 
     def __init__(self, model: LoadedModel, options: EngineOptions):
-        if options.batch_size < 1:
-            raise TilepipeError(f"--batch-size {options.batch_size} must be at least 1")
+        if options.batch_size != "auto" and (not isinstance(options.batch_size, int) or options.batch_size < 1):
+            raise TilepipeError(f"--batch-size {options.batch_size!r} must be a positive integer or auto")
         self.model = model
-        self.batch_size = options.batch_size
+        self.options = options
         self.device = resolve_device(options.device)
         self.precision = resolve_precision(options.precision, self.device)
         self.cuda = self.device.type == "cuda"
         self.device_name = torch.cuda.get_device_name(self.device) if self.cuda else _cpu_name()
-        self.tactics = {"inference_mode": True, "batching": self.batch_size > 1, "channels_last": True}
+        self.tactics = {"inference_mode": True, "channels_last": True}
         # channels_last (NHWC) suits both cuDNN's tensor-core kernels and oneDNN's CPU convolutions
         module = model.module.to(self.device).to(memory_format=torch.channels_last)
         if self.cuda:
             torch.backends.cudnn.benchmark = True
+            self.copy_stream = torch.cuda.Stream(self.device)
             self.tactics.update(cudnn_benchmark=True, pinned_memory=True, non_blocking_copies=True)
         if self.precision != "fp32":
             self.tactics["mixed_precision"] = self.precision
+        if options.compile:
+            module = torch.compile(module)
+            self.tactics["compile"] = True
         self.module = module
         self.mean = torch.tensor(model.mean, dtype=torch.float32, device=self.device)[None, :, None, None]
         self.std = torch.tensor(model.std, dtype=torch.float32, device=self.device)[None, :, None, None]
         self._lock = threading.Lock()
+        self._batch_sizes: dict[tuple[int, int], int] = {}
+        self._warm: set[tuple[int, ...]] = set()
+        self.warmup_seconds = 0.0
 
-    def _to_device(self, array: np.ndarray) -> torch.Tensor:
-        tensor = torch.from_numpy(array)
-        if self.cuda:
-            return tensor.pin_memory().to(self.device, non_blocking=True)
-        return tensor
+    def batch_size_for(self, height: int, width: int) -> int:
+        """The batch size for this tile shape (fixed, or chosen once per shape when ``auto``)."""
+        if self.options.batch_size != "auto":
+            return self.options.batch_size
+        shape = (height, width)
+        if shape not in self._batch_sizes:
+            with self._lock:
+                self._batch_sizes[shape] = self._auto_batch(height, width) if self.cuda else self.AUTO_CPU_BATCH
+        return self._batch_sizes[shape]
 
-    def predict(self, images: np.ndarray, valid: np.ndarray) -> tuple[torch.Tensor, float]:
-        """``images`` (N, 3, h, w) float32 in [0, 1], ``valid`` (N, h, w) bool.
+    def _auto_batch(self, height: int, width: int) -> int:
+        probe = 2
+        torch.cuda.synchronize(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        base = torch.cuda.memory_allocated(self.device)
+        self._forward(torch.zeros((probe, 3, height, width), device=self.device))
+        torch.cuda.synchronize(self.device)
+        per_tile = max((torch.cuda.max_memory_allocated(self.device) - base) / probe, 1)
+        free, _ = torch.cuda.mem_get_info(self.device)
+        return int(max(1, min(self.AUTO_MAX_BATCH, 0.6 * free // per_tile)))
 
-        Returns softmax probabilities (N, classes, h, w) float32 on the device and the seconds the
-        forward pass held the device. Invalid pixels enter the network as the normalisation mean
-        (zero), the same value a convolution's zero padding uses at the image border.
-        """
+    def upload(self, images: np.ndarray, valid: np.ndarray) -> DeviceBatch:
+        """Start moving a batch ((N, 3, h, w) float32 in [0, 1], (N, h, w) bool) to the device."""
+        count = len(images)
+        if self.options.compile:  # one input shape per tile shape, so the compiled graph is reused
+            pad = self.batch_size_for(*images.shape[-2:]) - count
+            if pad > 0:
+                images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
+                valid = np.concatenate([valid, np.zeros((pad, *valid.shape[1:]), valid.dtype)])
+        x, keep = torch.from_numpy(images), torch.from_numpy(valid)
+        if not self.cuda:
+            return DeviceBatch(x, keep, count)
+        x, keep = x.pin_memory(), keep.pin_memory()
+        with torch.cuda.stream(self.copy_stream):
+            batch = DeviceBatch(x.to(self.device, non_blocking=True), keep.to(self.device, non_blocking=True), count,
+                                torch.cuda.Event())
+            batch.ready.record(self.copy_stream)
+        return batch
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = PRECISIONS[self.precision]
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+            return self.module(x.contiguous(memory_format=torch.channels_last))["out"]
+
+    def predict(self, batch: DeviceBatch) -> tuple[torch.Tensor, float]:
+        """Softmax probabilities (N, classes, h, w) float32 on the device, and the seconds the
+        forward pass held the device (a compiled model's first pass per shape is warm-up, counted
+        in ``warmup_seconds`` instead). Invalid pixels enter the network as the normalisation mean
+        (zero), the same value a convolution's zero padding uses at the image border."""
         with self._lock:
             start = time.perf_counter()
-            x = self._to_device(images)
-            keep = self._to_device(valid)[:, None]
-            x = (((x - self.mean) / self.std) * keep).contiguous(memory_format=torch.channels_last)
-            dtype = PRECISIONS[self.precision]
-            with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
-                logits = self.module(x)["out"]
-            probs = torch.softmax(logits.float(), dim=1).contiguous()  # NCHW: per-class planes for blending
+            x, keep = batch.images, batch.valid
+            if self.cuda:
+                stream = torch.cuda.current_stream(self.device)
+                stream.wait_event(batch.ready)
+                x.record_stream(stream)
+                keep.record_stream(stream)
+            x = ((x - self.mean) / self.std) * keep[:, None]
+            logits = self._forward(x)
+            probs = torch.softmax(logits[: batch.count].float(), dim=1).contiguous()  # NCHW planes for blending
             if self.cuda:
                 torch.cuda.synchronize(self.device)
-            return probs, time.perf_counter() - start
+            seconds = time.perf_counter() - start
+            shape = tuple(x.shape)
+            if self.options.compile and shape not in self._warm:
+                self._warm.add(shape)
+                self.warmup_seconds += seconds
+                seconds = 0.0
+            return probs, seconds
 
     def describe(self) -> dict:
         return {
@@ -128,8 +200,10 @@ class Engine:
             "device_name": self.device_name,
             "peak_tflops": device_peak_tflops(self.device_name, self.precision) if self.cuda else None,
             "precision": self.precision,
-            "batch_size": self.batch_size,
+            "batch_size": self.options.batch_size if self.options.batch_size != "auto" else
+            {f"{h}x{w}": b for (h, w), b in self._batch_sizes.items()} or "auto",
             "torch_threads": torch.get_num_threads(),
+            "compile_warmup_seconds": round(self.warmup_seconds, 4),
             "tactics": dict(self.tactics),
         }
 

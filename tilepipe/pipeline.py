@@ -65,7 +65,7 @@ def _specs(input: str, options: RunOptions) -> tuple[SourceSpec, ModelSpec, Engi
                         options.series, options.window, options.level)
     model = ModelSpec(options.model, str(options.weights), options.output_stride, options.num_classes,
                       options.class_names)
-    return source, model, EngineOptions(options.device, options.precision, options.batch_size)
+    return source, model, EngineOptions(options.device, options.precision, options.batch_size, options.compile)
 
 
 def _make_plan(source, options: RunOptions, output_stride: int) -> Plan:
@@ -123,12 +123,13 @@ def estimate_peak_memory(p: Plan, source, options: RunOptions, num_classes: int,
     read = p.block((0,) * len(p.block_grid_shape)).read_window
     bands, itemsize = len(source.bands), np.dtype(source.dtype).itemsize
     tile_px = p.tile_height * p.tile_width
+    batch = 4 if options.batch_size == "auto" else options.batch_size  # auto sizes itself to the free GPU memory
     per_block = (read.area * (bands * itemsize + 1)
                  + (num_classes + 1) * min(b, p.height) * min(b, p.width) * 4
-                 + options.batch_size * tile_px * (3 * 4 * 2 + num_classes * 4))
+                 + batch * tile_px * (3 * 4 * 2 + num_classes * 4))
     stride = p.grid.output_stride
     activations_per_px = 3 if options.model == "standin" else 60 * (8 / stride) ** 0.5
-    activations = options.batch_size * tile_px * activations_per_px * 4
+    activations = batch * tile_px * activations_per_px * 4
     return RUNTIME_BYTES + parameters * 4 + options.workers * per_block + activations
 
 

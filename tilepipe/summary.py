@@ -94,13 +94,15 @@ def build_summary(prepared, reports: list[BlockReport], store_url: str, setup_se
     if model.random_weights:
         warnings.append("RANDOM WEIGHTS: this mask is meaningless; it only exercises the pipeline (--weights none).")
     if failed:
-        warnings.append(f"{len(failed)} block(s) failed; the store is incomplete (run again to finish it).")
+        warnings.append(f"{len(failed)} block(s) failed; the store is incomplete (finish it with --resume).")
+    described = source.describe()
+    warnings += described.get("warnings", [])
     data = {
         "tilepipe_summary": 1,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "status": "failed" if failed else "complete",
         "warnings": warnings,
-        "input": {**source.describe(), "megapixels": _r(p.megapixels, 6)},
+        "input": {**described, "megapixels": _r(p.megapixels, 6)},
         "output": {"store": store_url, "mask_shape": ([p.depth] if p.depth else []) + [p.height, p.width],
                    "chunks": [p.chunk_size, p.chunk_size], "probabilities": options.probabilities},
         "model": {
@@ -161,9 +163,11 @@ def build_summary(prepared, reports: list[BlockReport], store_url: str, setup_se
     )
     forward = busy["forward"]
     peak = data["engine"]["peak_tflops"]
+    warmup = data["engine"]["compile_warmup_seconds"]
     data["throughput"] = {
         "megapixels_processed": _r(processed, 6),
         "megapixels_per_second": _r(processed / wall, 6),
+        "megapixels_per_second_excluding_warmup": _r(processed / (wall - warmup), 6) if warmup else None,
         "tiles_per_second": _r(tiles / wall, 6),
         "model_tflops_while_running": _r(forward_flops / forward / 1e12, 6) if forward else 0.0,
         "model_tflops_over_wall": _r(forward_flops / wall / 1e12, 6),
@@ -183,8 +187,9 @@ def _overlap_note(busy_total: float, blocks_wall: float, workers: int) -> str:
         return "no blocks ran"
     ratio = busy_total / blocks_wall
     if ratio > 1.02:
-        return (f"{workers} block tasks overlapped: {busy_total:.2f} s of stage work in {blocks_wall:.2f} s of wall "
-                f"time ({ratio:.2f}x), so stage times add up to more than the wall time")
+        return (f"stages overlapped ({workers} block task(s) at once, each preparing its next batches while the "
+                f"model runs): {busy_total:.2f} s of stage work in {blocks_wall:.2f} s of wall time ({ratio:.2f}x), "
+                "so stage times add up to more than the wall time")
     return f"stages ran one after another: {busy_total:.2f} s of stage work in {blocks_wall:.2f} s of wall time"
 
 

@@ -33,10 +33,10 @@ def _halo(d: dict) -> str | None:
 
 def _batching(d: dict) -> str | None:
     p, e = d["plan"], d["engine"]
-    if e["batch_size"] < 2 or p["forward_calls"] == 0:
+    if p["forward_calls"] == 0 or p["tiles_computed"] <= p["forward_calls"]:
         return None
-    return (f"{p['tiles_computed']} tiles ran in {p['forward_calls']} forward passes of up to {e['batch_size']} "
-            f"({p['tiles_computed'] / p['forward_calls']:.1f} per pass on average), "
+    return (f"{p['tiles_computed']} tiles ran in {p['forward_calls']} forward passes (batch size {e['batch_size']}, "
+            f"{p['tiles_computed'] / p['forward_calls']:.1f} tiles per pass on average), "
             f"{d['model']['macs_per_tile'] / 1e9:.1f} G multiply-adds each")
 
 
@@ -72,11 +72,11 @@ def _pinned(d: dict) -> str | None:
 
 def _overlap_io(d: dict) -> str | None:
     t = d["timing"]
-    if d["environment"]["workers"] < 2 or t["busy_over_blocks_wall"] <= 1.02:
+    if t["busy_over_blocks_wall"] <= 1.02:
         return None
-    return (f"{d['environment']['workers']} block tasks ran at once, so one block's reading, blending and "
-            f"writing overlapped another's forward pass: {t['busy_over_blocks_wall']:.2f}x stage work per "
-            "second of wall time")
+    return (f"a reader thread prepared each block's next batches while the network ran, and "
+            f"{d['environment']['workers']} block task(s) ran at once, so reading, scaling, blending and writing "
+            f"overlapped the forward pass: {t['busy_over_blocks_wall']:.2f} s of stage work per second of wall time")
 
 
 def _skip(d: dict) -> str | None:
@@ -94,6 +94,14 @@ def _output_stride(d: dict) -> str | None:
         return None
     return (f"output stride 16 (layer3 not dilated, ASPP rates 6/12/18): "
             f"{d['model']['macs_per_tile'] / 1e9:.1f} G multiply-adds per tile")
+
+
+def _compile(d: dict) -> str | None:
+    e = d["engine"]
+    if not e["tactics"].get("compile"):
+        return None
+    return (f"torch.compile fused the network's kernels; its warm-up took {e['compile_warmup_seconds']:.1f} s, "
+            "timed apart from the forward passes")
 
 
 def _dask(d: dict) -> str | None:
@@ -118,6 +126,7 @@ RULES: tuple[tuple[str, Rule], ...] = (
     ("tactic-mixed-precision", _mixed_precision),
     ("tactic-channels-last", _channels_last),
     ("tactic-cudnn-autotune", _cudnn),
+    ("tactic-compile", _compile),
     ("tactic-pinned-memory", _pinned),
     ("tactic-overlap-io-compute", _overlap_io),
     ("tactic-skip-nodata", _skip),
