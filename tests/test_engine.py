@@ -1,0 +1,96 @@
+"""The engine on the CPU: batching, auto batch size, the compile path's padding and warm-up."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tilepipe.engine import Engine, EngineOptions, device_peak_tflops
+from tilepipe.errors import TilepipeError
+from tilepipe.model import ModelSpec, load_model
+
+
+def standin_engine(**options) -> Engine:
+    return Engine(load_model(ModelSpec("standin", "none")), EngineOptions(device="cpu", **options))
+
+
+def batch(n: int, size: int = 32, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    images = rng.random((n, 3, size, size), dtype=np.float32)
+    valid = np.ones((n, size, size), bool)
+    return images, valid
+
+
+def test_probabilities_sum_to_one_and_do_not_depend_on_the_batch():
+    engine = standin_engine(batch_size=3)
+    images, valid = batch(3)
+    together, _ = engine.predict(engine.upload(images, valid))
+    alone, _ = engine.predict(engine.upload(images[1:2], valid[1:2]))
+    assert together.shape == (3, 4, 32, 32)
+    torch.testing.assert_close(together.sum(dim=1), torch.ones(3, 32, 32))
+    torch.testing.assert_close(together[1], alone[0], rtol=1e-5, atol=1e-6)
+
+
+def test_invalid_pixels_enter_the_network_as_zero():
+    """A tile whose invalid half holds garbage predicts like one whose invalid half is the mean."""
+    engine = standin_engine()
+    images, valid = batch(1)
+    valid[:, :, 16:] = False
+    garbage = images.copy()
+    garbage[:, :, :, 16:] = 1.0
+    mean = images.copy()
+    mean[:, :, :, 16:] = np.asarray(engine.model.mean, np.float32)[:, None, None]
+    a, _ = engine.predict(engine.upload(garbage, valid))
+    b, _ = engine.predict(engine.upload(mean, valid))
+    torch.testing.assert_close(a, b)
+
+
+def test_auto_batch_size_on_cpu_is_fixed_and_reported():
+    engine = standin_engine(batch_size="auto")
+    assert engine.batch_size_for(64, 64) == Engine.AUTO_CPU_BATCH
+    assert engine.describe()["batch_size"] == {"64x64": Engine.AUTO_CPU_BATCH}
+
+
+def test_compiled_path_pads_batches_and_times_warmup_apart(monkeypatch):
+    """torch.compile itself is slow on a CPU (a minute for the stand-in); the identity stands in
+    for it so the padding and warm-up bookkeeping around it are what is tested."""
+    monkeypatch.setattr(torch, "compile", lambda module: module)
+    plain, compiled = standin_engine(batch_size=4), standin_engine(batch_size=4, compile=True)
+    images, valid = batch(3)
+    uploaded = compiled.upload(images, valid)
+    assert uploaded.images.shape[0] == 4 and uploaded.count == 3  # padded to the compiled shape
+    first, seconds = compiled.predict(uploaded)
+    assert seconds == 0.0 and compiled.warmup_seconds > 0  # the first pass per shape is warm-up
+    again, seconds = compiled.predict(compiled.upload(images, valid))
+    assert seconds > 0
+    expected, _ = plain.predict(plain.upload(images, valid))
+    assert first.shape == expected.shape == (3, 4, 32, 32)
+    torch.testing.assert_close(first, expected, rtol=1e-5, atol=1e-6)
+    assert compiled.describe()["tactics"]["compile"] is True
+
+
+@pytest.mark.parametrize("options,message", [
+    (dict(batch_size=0), "batch-size"),
+    (dict(batch_size="big"), "batch-size"),
+    (dict(precision="fp16"), "fp16 needs a CUDA device"),
+    (dict(precision="fp8"), "choose auto"),
+])
+def test_bad_engine_options(options, message):
+    with pytest.raises(TilepipeError, match=message):
+        standin_engine(**options)
+
+
+def test_cuda_requested_without_cuda_is_a_clear_error():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(TilepipeError, match="CUDA is not available"):
+        Engine(load_model(ModelSpec("standin", "none")), EngineOptions(device="cuda"))
+
+
+def test_cpu_runs_claim_no_gpu_tactics_and_peaks_are_known_for_gpus():
+    tactics = standin_engine().describe()["tactics"]
+    assert not {"mixed_precision", "cudnn_benchmark", "pinned_memory", "non_blocking_copies"} & set(tactics)
+    assert device_peak_tflops("NVIDIA H100 80GB HBM3", "bf16") == 989.4
+    assert device_peak_tflops("NVIDIA H100 PCIe", "fp32") == 51.2
+    assert device_peak_tflops("AMD EPYC", "fp32") is None
