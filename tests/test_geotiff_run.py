@@ -62,3 +62,42 @@ def test_all_nodata_blocks_skip_the_model(tmp_tif, tmp_path):
     mask = zarr.open_group(str(tmp_path / "m.zarr"))["mask"][...]
     assert (mask[:, 256:] == 255).all() and (mask[:, :256] != 255).all()
     assert summary["plan"]["tiles_skipped_no_data"] > 0
+
+
+def test_reads_are_windows_never_the_whole_raster(tmp_tif, tmp_path, monkeypatch):
+    """Every read is one block plus its halo; the statistics sample is small windows."""
+    from tests.conftest import smooth_image
+    from tilepipe.sources.geotiff import GeoTiffSource
+
+    path = tmp_tif(data=smooth_image(900, 1100, dtype=np.uint16))  # uint16: percentile statistics
+    reads = []
+    original = GeoTiffSource.read
+
+    def spy(self, window, plane=None):
+        reads.append(window)
+        return original(self, window, plane)
+
+    monkeypatch.setattr(GeoTiffSource, "read", spy)
+    tilepipe.run(str(path), str(tmp_path / "m.zarr"), model="standin", weights="none", tile_size=128,
+                 overlap=32, chunk_size=256, block_size=256)
+    largest = max(w.area for w in reads)
+    assert largest <= (256 + 2 * 128) ** 2 < 900 * 1100 / 2
+    assert len(reads) >= 20  # 16 statistics windows and one read per block (4 x 5 blocks)
+
+
+def test_a_40000_pixel_scene_plans_instantly(tmp_path):
+    """A sparse 40,000 x 40,000 GeoTIFF (no pixel written): opening, statistics and the dry run
+    touch a few small windows only, and the plan's figures follow from geometry alone."""
+    import time
+
+    path = tmp_path / "huge.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=40000, height=40000, count=3, dtype="uint16",
+                       tiled=True, blockxsize=512, blockysize=512, compress="deflate", sparse_ok=True,
+                       crs="EPSG:32618", transform=rasterio.transform.from_origin(0, 0, 10, 10)):
+        pass
+    start = time.perf_counter()
+    info = tilepipe.plan(str(path), model="standin", weights="none")
+    assert time.perf_counter() - start < 20
+    assert info["blocks"] == 20 * 20 and info["tile"] == [512, 512]
+    assert info["estimated_peak_memory_mb"] < 2048
+    assert path.stat().st_size < 10_000_000  # still sparse: nothing read it whole
