@@ -83,6 +83,7 @@ def test_external_cluster_gives_the_in_process_bytes(dask_cluster, reference, tm
     summary = tilepipe.run(str(shared_file("geotiff", "RGB.byte.tif")), str(out), scheduler=address, **SMALL)
     assert np.array_equal(mask_of(out), reference["rgb"])
     assert summary["environment"]["scheduler"] == f"dask.distributed at {address}"
+    assert summary["environment"]["workers"] == 2  # two GPU units: two blocks at a time
     assert tilepipe.open(str(out)).is_complete
     from distributed import Client
 
@@ -191,12 +192,14 @@ def test_fsspec_urls_give_the_same_mask(reference, tmp_path, url):
 def test_local_cluster_is_started_and_torn_down(reference, tmp_path):
     import distributed
 
+    environ = dict(os.environ)
     out = tmp_path / "local.zarr"
     summary = tilepipe.run(str(shared_file("geotiff", "RGB.byte.tif")), str(out), cluster="local:2", **SMALL)
     assert np.array_equal(mask_of(out), reference["rgb"])
     assert "LocalCluster of 2" in summary["environment"]["scheduler"]
     with pytest.raises(ValueError):
         distributed.get_client()  # no client (and so no cluster) left behind
+    assert dict(os.environ) == environ  # LocalCluster's OMP_NUM_THREADS=1 & co. do not leak into the caller
 
 
 def test_bad_cluster_options_are_clear_errors(tmp_path):

@@ -23,7 +23,7 @@ from .errors import TilepipeError
 from .grid import Plan, TileGrid
 from .model import ModelSpec, model_geometry
 from .progress import Progress
-from .schedule import Scheduling, run_blocks
+from .schedule import Scheduling, runner
 from .sink import MaskStore, check_output, remove_output
 from .sources import SourceSpec, open_source
 from .sources.scaling import ScalingRequest
@@ -219,18 +219,20 @@ def run(input: str, output: str, options: RunOptions | None = None, *, config=No
         )
         todo = [b.index for b in p.blocks()]
     reused = p.block_count - len(todo)
-    if progress:
-        progress.begin(len(todo), {i: p.block(i).core.area / 1e6 for i in todo}, reused)
-    setup_seconds = time.perf_counter() - t0
-    t1 = time.perf_counter()
-    reports = run_blocks(prepared.context, todo, scheduling, progress, progress.connected if progress else None)
-    blocks_seconds = time.perf_counter() - t1
-    failed = [r for r in reports if r.error]
-    for report in failed:
-        log.info("block %s (%s) failed: %s", report.index, report.core, report.error)
-        log.debug("block %s traceback:\n%s", report.index, report.traceback)
-    summary = build_summary(prepared, reports, output, setup_seconds, blocks_seconds, t0,
-                            scheduling=scheduling, reused=reused)
+    with runner(scheduling) as blocks_runner:
+        if progress:
+            progress.begin(len(todo), {i: p.block(i).core.area / 1e6 for i in todo}, reused)
+            progress.connected(blocks_runner.dashboard)
+        setup_seconds = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        reports = blocks_runner.run(prepared.context, todo, progress)
+        blocks_seconds = time.perf_counter() - t1
+        failed = [r for r in reports if r.error]
+        for report in failed:
+            log.info("block %s (%s) failed: %s", report.index, report.core, report.error)
+            log.debug("block %s traceback:\n%s", report.index, report.traceback)
+        summary = build_summary(prepared, reports, output, setup_seconds, blocks_seconds, t0,
+                                scheduling=scheduling, slots=blocks_runner.slots, reused=reused)
     summary.files = store.save_summary(summary.data, summary.to_markdown())
     if failed:
         first = failed[0]

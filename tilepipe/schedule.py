@@ -18,8 +18,9 @@ back as a report with its error, and the other blocks go on.
 
 from __future__ import annotations
 
+import os
 import uuid
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -73,58 +74,83 @@ class _Progress(Callback):
             self.on_report(result)
 
 
-def run_blocks(ctx: RunContext, indices: Iterable[tuple[int, ...]], scheduling: Scheduling,
-               on_report: Callable[[BlockReport], None] | None = None,
-               on_connect: Callable[[str | None], None] | None = None) -> list[BlockReport]:
-    """Run the block tasks; returns one report per block. ``on_connect`` receives the dashboard
-    link (or None in-process) once the scheduler is ready."""
-    indices = list(indices)
-    if scheduling.distributed:
-        return _run_distributed(ctx, indices, scheduling, on_report, on_connect)
-    if on_connect:
-        on_connect(None)
-    tasks = [
-        dask.delayed(process_block, pure=False)(ctx, index, dask_key_name=f"block-{'-'.join(map(str, index))}")
-        for index in indices
-    ]
-    progress = _Progress(on_report) if on_report else nullcontext()
-    with progress, dask.config.set(scheduler="threads", num_workers=scheduling.workers):
-        return list(dask.compute(*tasks))
+class ThreadRunner:
+    """Block tasks on Dask's threaded scheduler in this process."""
+
+    dashboard = None
+
+    def __init__(self, workers: int):
+        self.slots = workers
+
+    def run(self, ctx: RunContext, indices: list[tuple[int, ...]],
+            on_report: Callable[[BlockReport], None] | None = None) -> list[BlockReport]:
+        tasks = [
+            dask.delayed(process_block, pure=False)(ctx, index, dask_key_name=f"block-{'-'.join(map(str, index))}")
+            for index in indices
+        ]
+        progress = _Progress(on_report) if on_report else nullcontext()
+        with progress, dask.config.set(scheduler="threads", num_workers=self.slots):
+            return list(dask.compute(*tasks))
 
 
-def _run_distributed(ctx, indices, scheduling, on_report, on_connect) -> list[BlockReport]:
-    from distributed import Client, LocalCluster, as_completed
+class DistributedRunner:
+    """Block tasks as futures on a dask.distributed client; a GPU resource is requested when the
+    workers declare one."""
 
-    if ctx.store_url.startswith("memory://"):
-        raise TilepipeError("a memory:// store lives in this process only; give a path or URL every worker can reach")
+    def __init__(self, client):
+        self.client = client
+        self.dashboard = client.dashboard_link
+        workers = client.scheduler_info()["workers"].values()
+        gpus = sum(w.get("resources", {}).get("GPU", 0) for w in workers)
+        self.resources = {"GPU": 1} if gpus else None
+        self.slots = int(gpus) if gpus else sum(w.get("nthreads", 1) for w in workers)
+
+    def run(self, ctx: RunContext, indices: list[tuple[int, ...]],
+            on_report: Callable[[BlockReport], None] | None = None) -> list[BlockReport]:
+        from distributed import as_completed
+
+        if ctx.store_url.startswith("memory://"):
+            raise TilepipeError("a memory:// store lives in this process only; give a path or URL every worker can reach")
+        run_id = uuid.uuid4().hex[:8]
+        futures = [
+            self.client.submit(process_block, ctx, index, key=f"tilepipe-{run_id}-block-{'-'.join(map(str, index))}",
+                               resources=self.resources, pure=False)
+            for index in indices
+        ]
+        reports = []
+        for future in as_completed(futures):
+            reports.append(future.result())
+            if on_report:
+                on_report(reports[-1])
+        return reports
+
+
+@contextmanager
+def runner(scheduling: Scheduling):
+    """The runner for ``scheduling``, with any cluster it starts up before and torn down after,
+    so that start-up counts as setup and never as block time."""
+    if not scheduling.distributed:
+        yield ThreadRunner(scheduling.workers)
+        return
+    from distributed import Client, LocalCluster
+
+    cluster = None
     if scheduling.cluster:
-        cluster = LocalCluster(n_workers=scheduling.local_workers, threads_per_worker=1, processes=True,
-                               dashboard_address=":0")
+        saved = dict(os.environ)  # LocalCluster exports OMP_NUM_THREADS=1 & co. into this process
+        try:
+            cluster = LocalCluster(n_workers=scheduling.local_workers, threads_per_worker=1, processes=True,
+                                   dashboard_address=":0")
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
         client = Client(cluster)
     else:
-        cluster = None
         try:
             client = Client(scheduling.scheduler, timeout="20s")
         except (OSError, TimeoutError) as exc:
             raise TilepipeError(f"--scheduler {scheduling.scheduler}: cannot connect ({exc})") from None
     try:
-        if on_connect:
-            on_connect(client.dashboard_link)
-        workers = client.scheduler_info()["workers"].values()
-        resources = {"GPU": 1} if any("GPU" in w.get("resources", {}) for w in workers) else None
-        run_id = uuid.uuid4().hex[:8]
-        futures = [
-            client.submit(process_block, ctx, index, key=f"tilepipe-{run_id}-block-{'-'.join(map(str, index))}",
-                          resources=resources, pure=False)
-            for index in indices
-        ]
-        reports = []
-        for future in as_completed(futures):
-            report = future.result()
-            reports.append(report)
-            if on_report:
-                on_report(report)
-        return reports
+        yield DistributedRunner(client)
     finally:
         client.close()
         if cluster is not None:

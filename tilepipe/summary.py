@@ -74,7 +74,8 @@ def _r(value: float, digits: int = 4) -> float:
 
 
 def build_summary(prepared, reports: list[BlockReport], store_url: str, setup_seconds: float,
-                  blocks_seconds: float, started: float, scheduling, reused: int = 0) -> Summary:
+                  blocks_seconds: float, started: float, scheduling, slots: int, reused: int = 0) -> Summary:
+    """``slots``: block tasks that could run at once (threads, worker threads, or GPUs)."""
     from .tactics import tactics_used
 
     finalize_start = time.perf_counter()
@@ -142,7 +143,7 @@ def build_summary(prepared, reports: list[BlockReport], store_url: str, setup_se
             "busy_over_blocks_wall": _r(busy_total / blocks_seconds, 3) if blocks_seconds else 0.0,
         },
         "environment": {
-            "workers": scheduling.local_workers if scheduling.cluster else options.workers,
+            "workers": slots,
             "scheduler": scheduling.describe(),
             "cpu_count": os.cpu_count(),
             "python": platform.python_version(),
