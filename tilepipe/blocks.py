@@ -27,6 +27,7 @@ from .stitch import BlockStitcher
 
 STAGES = ("read", "preprocess", "forward", "stitch", "write")
 PREFETCH = 2
+READER_THREADS = 4
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,13 @@ class BlockReport:
             yield
         finally:
             self.seconds[name] += time.perf_counter() - start
+
+
+@lru_cache(maxsize=1)
+def _reader_pool() -> ThreadPoolExecutor:
+    """One pool per process, shared by all block tasks: threads created once, not per block
+    (every new thread can get a fresh malloc arena, and RSS then grows with the block count)."""
+    return ThreadPoolExecutor(max_workers=READER_THREADS, thread_name_prefix="tilepipe-reader")
 
 
 @lru_cache(maxsize=4)
@@ -111,21 +119,21 @@ def process_block(ctx: RunContext, index: tuple[int, ...]) -> BlockReport:
             images, masks = tile_inputs(pixels, valid, read, batch, source.scaling)
             return engine.upload(images, masks), time.perf_counter() - start
 
-        # A reader thread keeps PREFETCH batches cut, scaled and on their way to the device
-        # while the network runs the current one.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tilepipe-prefetch") as pool:
-            pending = deque(pool.submit(prepare, b) for b in batches[:PREFETCH])
-            for i, batch in enumerate(batches):
-                uploaded, seconds = pending.popleft().result()
-                report.seconds["preprocess"] += seconds
-                if i + PREFETCH < len(batches):
-                    pending.append(pool.submit(prepare, batches[i + PREFETCH]))
-                probabilities, busy = engine.predict(uploaded)
-                report.seconds["forward"] += busy
-                report.forward_calls += 1
-                with report.stage("stitch"):
-                    for tile, probs in zip(batch, probabilities):
-                        stitcher.add(tile, probs)
+        # The reader pool keeps PREFETCH batches cut, scaled and on their way to the device while
+        # the network runs the current one.
+        pool = _reader_pool()
+        pending = deque(pool.submit(prepare, b) for b in batches[:PREFETCH])
+        for i, batch in enumerate(batches):
+            uploaded, seconds = pending.popleft().result()
+            report.seconds["preprocess"] += seconds
+            if i + PREFETCH < len(batches):
+                pending.append(pool.submit(prepare, batches[i + PREFETCH]))
+            probabilities, busy = engine.predict(uploaded)
+            report.seconds["forward"] += busy
+            report.forward_calls += 1
+            with report.stage("stitch"):
+                for tile, probs in zip(batch, probabilities):
+                    stitcher.add(tile, probs)
         with report.stage("stitch"):
             labels = stitcher.labels(core_valid)
             probs = stitcher.probabilities() if ctx.probabilities else None
