@@ -21,7 +21,7 @@ from .engine import EngineOptions, cached_engine
 from .errors import TilepipeError
 from .grid import Plan, Window
 from .model import ModelSpec
-from .sink import NO_LABEL, MaskStore
+from .sink import MaskStore
 from .sources import SourceSpec, open_source
 from .stitch import BlockStitcher
 
@@ -90,6 +90,12 @@ def tile_inputs(pixels: np.ndarray, valid: np.ndarray, read: Window, tiles: list
     return np.stack(images), np.stack(masks)
 
 
+def tile_pixels(pixels: np.ndarray, valid: np.ndarray, read: Window, tiles: list[Window]) -> tuple[np.ndarray, np.ndarray]:
+    """Cut ``tiles`` out of a block's read, unscaled: ((N, bands, h, w) in the source dtype, (N, h, w) bool)."""
+    cuts = [tile.relative_to(read) for tile in tiles]
+    return np.stack([pixels[:, rows, cols] for rows, cols in cuts]), np.stack([valid[rows, cols] for rows, cols in cuts])
+
+
 def process_block(ctx: RunContext, index: tuple[int, ...]) -> BlockReport:
     """Run one block; a failure is reported (with the block's window), never raised."""
     block = ctx.plan.block(index)
@@ -106,7 +112,7 @@ def process_block(ctx: RunContext, index: tuple[int, ...]) -> BlockReport:
         if not core_valid.any():
             report.no_data = True
             with report.stage("write"):
-                store.write_block(block, np.full((block.core.height, block.core.width), NO_LABEL, np.uint8))
+                store.write_block(block, None)  # its chunks keep the fill value, NO_LABEL
             return report
         tiles = [t for t in block.tiles if valid[t.relative_to(read)].any()]
         report.tiles, report.tiles_skipped = len(tiles), block.tile_count - len(tiles)
@@ -114,10 +120,17 @@ def process_block(ctx: RunContext, index: tuple[int, ...]) -> BlockReport:
         size = engine.batch_size_for(block.tile_height, block.tile_width)
         batches = [tiles[i:i + size] for i in range(0, len(tiles), size)]
 
+        on_device = engine.scales_on_device(pixels.dtype)
+
         def prepare(batch):
             start = time.perf_counter()
-            images, masks = tile_inputs(pixels, valid, read, batch, source.scaling)
-            return engine.upload(images, masks), time.perf_counter() - start
+            if on_device:  # raw tiles: a quarter of the bytes for uint8, scaled by the engine
+                images, masks = tile_pixels(pixels, valid, read, batch)
+                uploaded = engine.upload(images, masks, source.scaling)
+            else:
+                images, masks = tile_inputs(pixels, valid, read, batch, source.scaling)
+                uploaded = engine.upload(images, masks)
+            return uploaded, time.perf_counter() - start
 
         # The reader pool keeps PREFETCH batches cut, scaled and on their way to the device while
         # the network runs the current one.

@@ -68,15 +68,27 @@ def _gdal_geotransform(affine: list[float]) -> list[float]:
     return [c, a, b, f, d, e]
 
 
+def _no_empty_chunk_check(array: zarr.Array) -> zarr.Array:
+    """The array with zarr's "is this chunk all fill value? then do not store it" check off.
+
+    A block writes whole chunks of labels, so the check (an array comparison per chunk, a fifth to a
+    third of a block's write time here) only costs; all-no-data blocks are not written at all
+    (``write_block(block, None)``). The setting belongs to the handle and is not stored, so it is
+    applied wherever a store is opened. ``Array.with_config`` is zarr >= 3.1.6; older versions keep
+    the check (correct, slower)."""
+    with_config = getattr(array, "with_config", None)
+    return with_config({"write_empty_chunks": True}) if with_config else array
+
+
 class MaskStore:
     """A tilepipe Zarr store, opened for writing blocks or for reading the result."""
 
     def __init__(self, url: str, group: zarr.Group):
         self.url = url
         self.group = group
-        self.mask = group["mask"]
+        self.mask = _no_empty_chunk_check(group["mask"])
         self.blocks = group["blocks"]
-        self.probabilities = group["probabilities"] if "probabilities" in group else None
+        self.probabilities = _no_empty_chunk_check(group["probabilities"]) if "probabilities" in group else None
 
     @classmethod
     def create(cls, url: str, plan: Plan, num_classes: int, probabilities: bool, attrs: dict,
@@ -128,12 +140,14 @@ class MaskStore:
     def is_complete(self) -> bool:
         return bool(self.info.get("complete"))
 
-    def write_block(self, block: Block, labels: np.ndarray, probabilities: np.ndarray | None = None) -> None:
-        """Write one block core (whole chunks) and then its completion record."""
+    def write_block(self, block: Block, labels: np.ndarray | None, probabilities: np.ndarray | None = None) -> None:
+        """Write one block core (whole chunks) and then its completion record. ``labels=None``:
+        a block with no valid pixel, whose chunks keep the fill value (NO_LABEL): only the record."""
         core = block.core
         where = (slice(core.row, core.row_stop), slice(core.col, core.col_stop))
         lead = () if block.plane is None else (block.plane,)
-        self.mask[lead + where] = labels
+        if labels is not None:
+            self.mask[lead + where] = labels
         if probabilities is not None and self.probabilities is not None:
             self.probabilities[lead + (slice(None),) + where] = probabilities
         self.blocks[tuple(block.index)] = 1

@@ -49,13 +49,19 @@ class IntensityScaling:
     sample: str
     """Where the statistics came from, in words, for the summary."""
 
-    def apply(self, raw: np.ndarray) -> np.ndarray:
-        """``raw`` is (bands, h, w) of any dtype; returns float32 in [0, 1]."""
+    def terms(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(low, span)`` as float32 (bands, 1, 1), a zero span replaced by 1: the value is
+        ``clip((raw - low) / span, 0, 1)``, computed the same way on the host and on a GPU."""
         low = np.asarray(self.low, np.float32)[:, None, None]
         span = np.asarray(self.high, np.float32)[:, None, None] - low
+        return low, np.where(span > 0, span, 1.0).astype(np.float32)
+
+    def apply(self, raw: np.ndarray) -> np.ndarray:
+        """``raw`` is (bands, h, w) of any dtype; returns float32 in [0, 1]."""
+        low, span = self.terms()
         out = raw.astype(np.float32)
         out -= low
-        out /= np.where(span > 0, span, 1.0).astype(np.float32)
+        out /= span
         return np.clip(out, 0.0, 1.0, out=out)
 
     def to_json(self) -> dict:
