@@ -549,8 +549,8 @@ def host_block(source, plan: Plan, store: MaskStore, index, batch: int, proposed
     """process_block's host work for one block, with tilepipe's own functions, minus the model
     and the blending: read the block plus halo, cut and scale its tiles batch by batch as the
     prefetch thread does (the result would go to the GPU: it is dropped), write a uint8 mask.
-    ``proposed``: cut the tiles only, in the file's dtype (scaling would run on the device); the
-    caller passes a store whose mask skips zarr's empty-chunk check."""
+    ``proposed``: what a CUDA run's host does since tilepipe scales on the device: cut the tiles
+    only, in the file's dtype. Without it: what a CPU run's host does (cut and scale)."""
     seconds = {"read": 0.0, "normalise": 0.0, "mask": 0.0, "write": 0.0}
     block = plan.block(index)
     read = block.read_window
@@ -732,14 +732,14 @@ def host_only(args, image: Path) -> dict:
     mps, mps_p = median["megapixels_per_second"], median_p["megapixels_per_second"]
     ok = mps >= HOST_TARGET_MPS
     each = ", ".join(f"{r['megapixels_per_second']:.3g}" for r in current)
-    print(f"host-only: {mps:.3g} image MP/s, median of {len(current)} (each: {each}; {plan.megapixels:.2f} MP, "
+    print(f"host-only, tiles scaled on the host (a CPU run's host work): {mps:.3g} image MP/s, median of {len(current)} (each: {each}; {plan.megapixels:.2f} MP, "
           f"{args.workers} threads); busy s of the median run: "
           + ", ".join(f"{k} {v:.2f}" for k, v in median["busy_seconds"].items()) + f"; {median['_line']}")
     print(f"{'PASS' if ok else 'FAIL'}: host side {mps:.3g} MP/s vs target {HOST_TARGET_MPS:g} MP/s "
           f"(on {os.cpu_count()} CPUs)", flush=True)
     each_p = ", ".join(f"{r['megapixels_per_second']:.3g}" for r in proposed_runs)
     can_skip = hasattr(zarr.Array, "with_config")
-    print(f"host-only WITH THE PROPOSED CHANGES (not in tilepipe yet: uint8 tiles, scaling on the device; "
+    print(f"host-only, tiles cut in the file's dtype and scaled on the device (a CUDA run's host work; "
           f"write_empty_chunks=True{'' if can_skip else ' NOT APPLIED: zarr < 3.1.6'}): {mps_p:.3g} image MP/s, "
           f"median (each: {each_p}); busy s: "
           + ", ".join(f"{k} {v:.2f}" for k, v in median_p["busy_seconds"].items()), flush=True)
@@ -772,7 +772,7 @@ def host_only(args, image: Path) -> dict:
                       "statistic": f"median of {len(current)} runs", "runs": current, "threads": args.workers,
                       "target_mps": HOST_TARGET_MPS, "pass": ok, "overlap_cost_factor": _r(plan.overlap_cost_factor),
                       "output_stride": stride, "batch": batch},
-        "host_only_with_proposed_changes": {
+        "host_only_cuda_path": {
             "what": "projection, not tilepipe's current code: tiles cut in uint8 (scaling on the device), "
                     "mask written with write_empty_chunks=True",
             "write_empty_chunks_applied": can_skip,
