@@ -101,22 +101,27 @@ def process_block(ctx: RunContext, index: tuple[int, ...]) -> BlockReport:
     block = ctx.plan.block(index)
     report = BlockReport(index=tuple(index), core=str(block.core))
     try:
-        source = open_source(ctx.source)
-        engine = cached_engine(ctx.model, ctx.engine)
-        store = _open_store(ctx.store_url)
+        # every second of the block belongs to a stage, opening included (cached after a worker's first block)
+        with report.stage("forward"):
+            engine = cached_engine(ctx.model, ctx.engine)
+        with report.stage("write"):
+            store = _open_store(ctx.store_url)
         read = block.read_window
         report.read_pixels = read.area
         with report.stage("read"):
+            source = open_source(ctx.source)
             pixels, valid = source.read(read, block.plane)
         core_valid = valid[block.core.relative_to(read)]
-        if not core_valid.any():
+        if not core_valid.any():  # nothing to segment: the chunks keep the fill value
             report.no_data = True
             with report.stage("write"):
                 store.write_block(block, None)  # its chunks keep the fill value, NO_LABEL
             return report
-        tiles = [t for t in block.tiles if valid[t.relative_to(read)].any()]
+        with report.stage("preprocess"):
+            tiles = [t for t in block.tiles if valid[t.relative_to(read)].any()]
         report.tiles, report.tiles_skipped = len(tiles), block.tile_count - len(tiles)
-        stitcher = BlockStitcher(block.core, engine.model.num_classes, ctx.blending, engine.device)
+        with report.stage("stitch"):
+            stitcher = BlockStitcher(block.core, engine.model.num_classes, ctx.blending, engine.device)
         size = engine.batch_size_for(block.tile_height, block.tile_width)
         batches = [tiles[i:i + size] for i in range(0, len(tiles), size)]
 

@@ -14,21 +14,25 @@ from .catalog import load_catalog
 Rule = Callable[[dict], "str | None"]
 
 
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def _reads(d: dict) -> str:
     p, inp, t = d["plan"], d["input"], d["timing"]
-    return (f"{p['blocks_run'] - p['blocks_failed']} windowed reads of block plus halo (largest "
+    return (f"{_n(p['blocks_run'] - p['blocks_failed'], 'windowed read')} of block plus halo (largest "
             f"{p['largest_read_megapixels']:.2f} MP) instead of loading the {inp['megapixels']} MP image; "
             f"reading took {t['stage_busy_seconds']['read']:.2f} s of stage work")
 
 
 def _halo(d: dict) -> str | None:
     p = d["plan"]
-    if p["overlap"] == 0:
+    if p["overlap"] == 0 or p["lattice_tiles"] < 2:  # a single tile overlaps nothing
         return None
     how = "blended with a Gaussian window" if p["blending"] == "gaussian" else "cropped to the nearest tile centre"
     return (f"{p['tile'][0]} x {p['tile'][1]} px tiles overlap by {p['overlap']} px and are {how}, so every pixel "
             f"is predicted with context; the cost is an overlap factor of {p['overlap_cost_factor']:.2f} "
-            f"({p['tiles_computed']} tiles for {d['input']['megapixels']} MP)")
+            f"({_n(p['tiles_computed'], 'tile')} for {d['input']['megapixels']} MP)")
 
 
 def _batching(d: dict) -> str | None:
@@ -105,7 +109,7 @@ def _compile(d: dict) -> str | None:
 
 
 def _dask(d: dict) -> str | None:
-    if d["environment"]["workers"] < 2:
+    if d["environment"]["workers"] < 2 or d["plan"]["blocks_run"] < 2:
         return None
     return (f"the plan became {d['plan']['blocks_run']} Dask tasks, one per block, run by "
             f"{d['environment']['workers']} workers ({d['environment']['scheduler']})")
@@ -114,8 +118,8 @@ def _dask(d: dict) -> str | None:
 def _chunks(d: dict) -> str:
     p = d["plan"]
     per = p["block_size"] // p["chunk_size"]
-    return (f"each block core is {per} x {per} whole {p['chunk_size']} px chunks written by exactly one task: "
-            f"{p['chunks_written']} chunks, no locks and no read-modify-write, "
+    return (f"each block core is (up to) {per} x {per} whole {p['chunk_size']} px chunks written by exactly one "
+            f"task: {_n(p['chunks_written'], 'chunk')}, no locks and no read-modify-write, "
             f"{d['timing']['stage_busy_seconds']['write']:.2f} s of writing")
 
 
