@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import resource
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -140,6 +141,18 @@ def run_child(**run_kwargs) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(f"child run failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def announce() -> tuple[str, dict[str, str]]:
+    """Print and return the exact command line and the library versions: every result is
+    recorded with both."""
+    from tilepipe.summary import library_versions  # imports torch: only once a benchmark runs
+
+    command = shlex.join([sys.executable, *sys.argv])
+    versions = library_versions()
+    print(f"command: {command}")
+    print("libraries: " + ", ".join(f"{k} {v}" for k, v in versions.items()), flush=True)
+    return command, versions
 
 
 def _maxrss_bytes() -> int:

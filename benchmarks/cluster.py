@@ -24,7 +24,6 @@ import io
 import json
 import multiprocessing
 import os
-import shlex
 import shutil
 import sys
 import time
@@ -34,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import DEFAULT_WORKDIR, build_mosaic, built_path  # noqa: E402
+from _common import DEFAULT_WORKDIR, announce, build_mosaic, built_path  # noqa: E402
 
 import dask  # noqa: E402
 from toolz import identity as noop  # noqa: E402  (importable on any worker, unlike a function of this script)
@@ -193,12 +192,7 @@ def measure(args, image: Path, mode: str, workers: int) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from tilepipe.summary import library_versions  # imports torch, so not at module level (see above)
-
-    command = shlex.join([sys.executable, *sys.argv])
-    versions = library_versions()
-    print(f"command: {command}")
-    print("libraries: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    command, versions = announce()
     threading_env = {k: v for k, v in os.environ.items() if k.startswith(("OMP_", "GOMP_", "MKL_"))}
     print(f"cpus: {os.cpu_count()}, load average at start: {os.getloadavg()[0]:.2f}, "
           f"threading environment: {threading_env or 'none set'}", flush=True)

@@ -21,7 +21,6 @@ import argparse
 import json
 import math
 import os
-import shlex
 import shutil
 import sys
 import time
@@ -29,9 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import DEFAULT_WORKDIR, build_crop, build_mosaic, built_path, run_child  # noqa: E402
+from _common import DEFAULT_WORKDIR, announce, build_crop, build_mosaic, built_path, run_child  # noqa: E402
 
-from tilepipe.summary import library_versions  # noqa: E402
 
 RSS_RATIO_TARGET = 1.5
 RSS_LIMIT_BYTES = 2 * 10**9  # "below 2 GB", in decimal gigabytes
@@ -80,10 +78,7 @@ def measure(args, path: Path, model: str, label: str) -> dict:
 def main(argv=None) -> int:
     args = parse_args(argv)
     large_side = round(args.size * math.sqrt(args.factor))
-    command = shlex.join([sys.executable, *sys.argv])
-    versions = library_versions()
-    print(f"command: {command}")
-    print("libraries: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    command, versions = announce()
     print(f"cpus: {os.cpu_count()}, workers: {args.workers}", flush=True)
 
     base = measure(args, image(args, args.size), "standin", f"standin {args.size}^2")

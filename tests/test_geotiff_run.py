@@ -8,7 +8,7 @@ import rasterio
 import zarr
 
 import tilepipe
-from tests.conftest import GEOTIFFS, shared_file
+from tests.conftest import shared_file
 
 NAMES = ["RGB.byte.tif", "cogeo.tif", "rgb_lzw.tif", "rmnp-rgb.tif",
          "LC08_L1TP_224077_20200518_20200518_01_RT_B2_60m.TIF"]

@@ -22,7 +22,7 @@ import os
 import uuid
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable
 
 import dask
 from dask.callbacks import Callback
