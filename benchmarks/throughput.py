@@ -59,7 +59,7 @@ import zarr  # noqa: E402
 from rasterio.windows import Window as RioWindow  # noqa: E402
 
 import tilepipe  # noqa: E402
-from tilepipe.blocks import tile_inputs  # noqa: E402
+from tilepipe.blocks import tile_inputs, tile_pixels  # noqa: E402
 from tilepipe.engine import PRECISIONS, EngineOptions, _cpu_name, cached_engine, resolve_device  # noqa: E402
 from tilepipe.grid import Plan, TileGrid, Window  # noqa: E402
 from tilepipe.model import ModelSpec, cached_model, load_model  # noqa: E402
@@ -563,7 +563,7 @@ def host_block(source, plan: Plan, store: MaskStore, index, batch: int, proposed
     tiles = [w for w in block.tiles if valid[w.relative_to(read)].any()]
     for i in range(0, len(tiles), batch):
         if proposed:
-            cut_only(pixels, valid, read, tiles[i:i + batch])
+            tile_pixels(pixels, valid, read, tiles[i:i + batch])
         else:
             tile_inputs(pixels, valid, read, tiles[i:i + batch], source.scaling)
     seconds["normalise"] += time.perf_counter() - t
@@ -607,12 +607,6 @@ def skip_empty_chunk_check(store: MaskStore) -> bool:
     return True
 
 
-def cut_only(pixels: np.ndarray, valid: np.ndarray, read, tiles: list) -> tuple[np.ndarray, np.ndarray]:
-    """What the host would do if scaling ran on the device: cut the tiles, in the file's dtype."""
-    cuts = [w.relative_to(read) for w in tiles]
-    return np.stack([pixels[:, r, c] for r, c in cuts]), np.stack([valid[r, c] for r, c in cuts])
-
-
 def host_profile(image: Path, plan: Plan, store: MaskStore, alt_store: MaskStore, batch: int, blocks: int) -> dict:
     """One thread, the first ``blocks`` blocks (row-major), each stage timed alone; decoding is
     split from reading by reading the same windows from an uncompressed copy. Both files' bytes are
@@ -651,7 +645,7 @@ def host_profile(image: Path, plan: Plan, store: MaskStore, alt_store: MaskStore
         tiles = [w for w in block.tiles if valid[w.relative_to(window)].any()]
         for j in range(0, len(tiles), batch):
             t = time.perf_counter()
-            cut_only(pixels, valid, window, tiles[j:j + batch])
+            tile_pixels(pixels, valid, window, tiles[j:j + batch])
             totals["cut_only"] += time.perf_counter() - t
             images, _ = tile_inputs(pixels, valid, window, tiles[j:j + batch], deflate.scaling)
             buffer = np.empty_like(images)

@@ -77,23 +77,19 @@ def _open_store(url: str) -> MaskStore:
     return MaskStore.open(url, mode="r+")
 
 
-def tile_inputs(pixels: np.ndarray, valid: np.ndarray, read: Window, tiles: list[Window], scaling) -> tuple[np.ndarray, np.ndarray]:
-    """Cut ``tiles`` out of a block's read and scale them: ((N, 3, h, w) float32 in [0, 1], (N, h, w) bool).
-
-    A one-band image is replicated to the three channels the network takes."""
-    images, masks = [], []
-    for tile in tiles:
-        rows, cols = tile.relative_to(read)
-        image = scaling.apply(pixels[:, rows, cols])
-        images.append(np.repeat(image, 3, axis=0) if image.shape[0] == 1 else image)
-        masks.append(valid[rows, cols])
-    return np.stack(images), np.stack(masks)
-
-
 def tile_pixels(pixels: np.ndarray, valid: np.ndarray, read: Window, tiles: list[Window]) -> tuple[np.ndarray, np.ndarray]:
     """Cut ``tiles`` out of a block's read, unscaled: ((N, bands, h, w) in the source dtype, (N, h, w) bool)."""
     cuts = [tile.relative_to(read) for tile in tiles]
     return np.stack([pixels[:, rows, cols] for rows, cols in cuts]), np.stack([valid[rows, cols] for rows, cols in cuts])
+
+
+def tile_inputs(pixels: np.ndarray, valid: np.ndarray, read: Window, tiles: list[Window], scaling) -> tuple[np.ndarray, np.ndarray]:
+    """Cut ``tiles`` out of a block's read and scale them: ((N, 3, h, w) float32 in [0, 1], (N, h, w) bool).
+
+    A one-band image is replicated to the three channels the network takes."""
+    raw, masks = tile_pixels(pixels, valid, read, tiles)
+    images = scaling.apply(raw)  # per-band terms broadcast over the batch axis
+    return (np.repeat(images, 3, axis=1) if images.shape[1] == 1 else images), masks
 
 
 def process_block(ctx: RunContext, index: tuple[int, ...]) -> BlockReport:
