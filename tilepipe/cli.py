@@ -66,7 +66,21 @@ def _overrides(kwargs: dict) -> dict:
     return kwargs
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _OneLineErrors(click.Group):
+    """Usage errors (a bad choice, a missing argument) as one ``Error:`` line like every other
+    error, pointing to ``--help`` instead of printing the whole usage block."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:
+            if exc.ctx is not None:
+                exc.message = f"{exc.message} (see '{exc.ctx.command_path} --help')"
+                exc.ctx = None
+            raise
+
+
+@click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="tilepipe")
 def main():
     """Segment images too big for memory with DeepLabV3-ResNet101, tile by tile, into Zarr."""
