@@ -193,8 +193,10 @@ class Engine:
     def predict(self, batch: DeviceBatch) -> tuple[torch.Tensor, float]:
         """Softmax probabilities (N, classes, h, w) float32 on the device, and the seconds the
         forward pass held the device (a compiled model's first pass per shape is warm-up, counted
-        in ``warmup_seconds`` instead). Invalid pixels enter the network as the normalisation mean
-        (zero), the same value a convolution's zero padding uses at the image border."""
+        in ``warmup_seconds`` instead). Invalid pixels enter the network as exact zeros (the
+        normalisation mean), the value a convolution's zero padding uses at the image border. They
+        are selected with ``torch.where``, not multiplied by 0: whatever an invalid pixel holds
+        (NaN, Inf), it must not reach the network, whose image pooling would spread it over the tile."""
         with self._lock:
             start = time.perf_counter()
             x, keep = batch.images, batch.valid
@@ -208,7 +210,7 @@ class Engine:
                 x = ((x.float() - low) / span).clamp_(0.0, 1.0)
                 if x.shape[1] == 1:  # a one-band image feeds the network's three channels
                     x = x.expand(-1, 3, -1, -1)
-            x = ((x - self.mean) / self.std) * keep[:, None]
+            x = torch.where(keep[:, None], (x - self.mean) / self.std, 0.0)
             logits = self._forward(x)
             probs = torch.softmax(logits[: batch.count].float(), dim=1).contiguous()  # NCHW planes for blending
             if self.cuda:

@@ -39,12 +39,15 @@ from torchvision.models.segmentation.deeplabv3 import DeepLabHead, DeepLabV3
 from torchvision.models.segmentation.fcn import FCNHead
 
 from .errors import TilepipeError
+from .sink import NO_LABEL
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_WEIGHTS = DeepLabV3_ResNet101_Weights.COCO_WITH_VOC_LABELS_V1
 ASPP_RATES = {8: (12, 24, 36), 16: (6, 12, 18)}
 ARCHITECTURES = ("deeplabv3_resnet101", "standin")
+CLASS_LIMIT = f"a mask holds 1 to {NO_LABEL - 1} classes, because label {NO_LABEL} is its no-data value"
+"""Why a head with 255 classes or more is refused: its last class would read as no-data."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,10 @@ class ModelSpec:
     output_stride: int | None = None
     num_classes: int | None = None
     class_names: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.num_classes is not None and not 1 <= self.num_classes < NO_LABEL:
+            raise TilepipeError(f"--num-classes {self.num_classes}: {CLASS_LIMIT}")
 
 
 @dataclass
@@ -189,7 +196,10 @@ def _num_classes_in(state: dict, path) -> int:
     weight = state.get("classifier.4.weight")
     if weight is None:
         raise TilepipeError(f"{path}: no 'classifier.4.weight' key; this is not a DeepLabV3 checkpoint")
-    return int(weight.shape[0])
+    classes = int(weight.shape[0])
+    if classes >= NO_LABEL:
+        raise TilepipeError(f"{path}: holds a {classes}-class head; {CLASS_LIMIT}")
+    return classes
 
 
 def _file_identity(path: Path) -> str:

@@ -96,6 +96,8 @@ def build_summary(prepared, reports: list[BlockReport], store_url: str, setup_se
         warnings.append("RANDOM WEIGHTS: this mask is meaningless; it only exercises the pipeline (--weights none).")
     if failed:
         warnings.append(f"{len(failed)} block(s) failed; the store is incomplete (finish it with --resume).")
+    if len(no_data) == p.block_count:
+        warnings.append("ALL NO-DATA: every pixel of the input is no-data (nodata, NaN or Inf); the mask is 255 everywhere.")
     described = source.describe()
     warnings += described.get("warnings", [])
     data = {

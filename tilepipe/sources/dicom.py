@@ -25,6 +25,7 @@ from .dicom_pixels import FrameCache, PixelFormat, check_decodable, check_pixel_
 from .dicom_stack import Frame, StackLayout
 from .dicom_window import choose_scaling
 from .dicom_wsi import SlideLayout
+from .scaling import mark_non_finite
 
 __all__ = ["DicomSource", "is_dicom_path"]
 
@@ -82,6 +83,7 @@ class DicomSource:
             target = inside.relative_to(window)
             pixels[(slice(None), *target)] = self._frame(frame)[(slice(None), *inside.relative_to(part))]
             valid[target] = True
+        mark_non_finite(pixels, valid)  # Float Pixel Data (parametric maps) may hold NaN
         return pixels, valid
 
     def _sample(self) -> tuple[np.ndarray, str]:

@@ -3,6 +3,8 @@
 The whole raster is never read: :meth:`GeoTiffSource.read` reads the part of a window that lies
 inside the image and pads the rest, and the scaling statistics come from an overview or a grid of
 small windows. GDAL dataset handles are not thread-safe, so each thread opens its own handle.
+NaN and +-Inf pixels are no-data whether or not the file's nodata tag says so (GDAL masks NaN only
+when the tag is NaN).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from rasterio.windows import Window as RioWindow
 from ..errors import TilepipeError
 from ..grid import Window
 from . import SourceSpec
-from .scaling import resolve_scaling
+from .scaling import mark_non_finite, resolve_scaling
 
 SAMPLE_GRID = 4
 SAMPLE_WINDOW = 256
@@ -57,7 +59,10 @@ class GeoTiffSource:
         self.nodata = ds.nodata
         self._all_valid = all(ds.mask_flag_enums[b - 1] == [MaskFlags.all_valid] for b in self.bands)
         self._check_readable(ds)
-        self.scaling = resolve_scaling(spec.scaling, self.dtype, len(self.bands), self._sample)
+        try:
+            self.scaling = resolve_scaling(spec.scaling, self.dtype, len(self.bands), self._sample)
+        except TilepipeError as exc:
+            raise TilepipeError(f"{self.path}: {exc}") from None
 
     def _dataset(self):
         ds = getattr(self._local, "ds", None)
@@ -109,6 +114,7 @@ class GeoTiffSource:
                 valid[rows, cols] = ds.read_masks(list(self.bands), window=rio_window).max(axis=0) > 0
         except RasterioError as exc:
             raise TilepipeError(f"{self.path}: cannot read window {inside} ({_gdal_message(exc)})") from None
+        mark_non_finite(pixels, valid)
         return pixels, valid
 
     def _sample(self) -> tuple[np.ndarray, str]:

@@ -4,6 +4,11 @@ The statistics are computed once, when the source is opened, from a *sample* of 
 smallest useful overview when the file has overviews, otherwise a fixed grid of small windows),
 never from a full read: a 40,000 x 40,000 scene is opened in the time a thumbnail takes. They are
 recorded in the store and the summary, because they decide what the network sees.
+
+Non-finite values (NaN, +-Inf) are no data, wherever they come from: float rasters often use NaN
+as nodata without saying so in the file. Sources pass their reads through :func:`mark_non_finite`,
+and the statistics ignore such values, so one NaN can neither poison the percentiles nor reach
+the network (where DeepLabV3's image pooling would spread it over the whole tile).
 """
 
 from __future__ import annotations
@@ -68,6 +73,17 @@ class IntensityScaling:
         return asdict(self)
 
 
+def mark_non_finite(pixels: np.ndarray, valid: np.ndarray) -> None:
+    """In place, for a float read: a pixel with a non-finite value in any band becomes invalid,
+    and every invalid pixel becomes 0 in all bands. Scaling then sees finite values of ordinary
+    size only (a float nodata such as -3.4e38 would overflow when divided by a small span).
+    Integer pixels cannot be non-finite and are left alone."""
+    if pixels.dtype.kind not in "fc":
+        return
+    valid &= np.isfinite(pixels).all(axis=0)
+    pixels[:, ~valid] = 0
+
+
 def dtype_range(dtype: np.dtype) -> tuple[float, float] | None:
     dtype = np.dtype(dtype)
     if dtype.kind in "ui":
@@ -78,7 +94,8 @@ def dtype_range(dtype: np.dtype) -> tuple[float, float] | None:
 
 def resolve_scaling(request: ScalingRequest, dtype: np.dtype, bands: int, sample) -> IntensityScaling:
     """Turn the request into numbers. ``sample()`` returns ``(values (bands, n), description)``
-    of valid pixels and is only called when statistics are needed."""
+    of valid pixels and is only called when statistics are needed. A pixel (column) holding a
+    non-finite value in any band is left out of the statistics."""
     method = request.method
     if method == "auto":
         method = "dtype" if np.dtype(dtype) == np.uint8 else "percentile"
@@ -91,8 +108,11 @@ def resolve_scaling(request: ScalingRequest, dtype: np.dtype, bands: int, sample
             raise TilepipeError(f"--scaling dtype needs an integer image, this one is {np.dtype(dtype).name}")
         return IntensityScaling("dtype", (rng[0],) * bands, (rng[1],) * bands, f"full {np.dtype(dtype).name} range")
     values, described = sample()
+    if values.dtype.kind in "fc":
+        values = values[:, np.isfinite(values).all(axis=0)]
     if values.shape[1] == 0:
-        raise TilepipeError(f"no valid pixel in the statistics sample ({described}); pass --scaling LOW,HIGH")
+        raise TilepipeError(f"no valid pixel in the statistics sample ({described}), the image may be all "
+                            "no-data or NaN; pass --scaling LOW,HIGH")
     p_low, p_high = request.percentiles
     low = np.percentile(values, p_low, axis=1)
     high = np.percentile(values, p_high, axis=1)
