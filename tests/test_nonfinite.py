@@ -20,6 +20,7 @@ from tests.conftest import shared_file, smooth_image, write_geotiff
 from tilepipe.engine import Engine, EngineOptions
 from tilepipe.errors import TilepipeError
 from tilepipe.model import ModelSpec, StandIn, load_model
+from tilepipe.sources import SourceSpec, open_source
 from tilepipe.sources.scaling import IntensityScaling, ScalingRequest, resolve_scaling
 
 SCALING = "0,4000"  # smooth_image's float range: fixed, so the NaN run scales like the clean one
@@ -100,13 +101,25 @@ def test_an_all_nan_image_completes_as_all_no_data(tmp_path, nodata):
     assert "every pixel" in summary.to_markdown()
 
 
-def test_an_all_nan_image_with_statistics_scaling_is_refused_clearly(tmp_path):
-    """Percentiles of nothing do not exist: the run says how to go on, and writes nothing."""
+def test_an_all_nan_image_with_statistics_scaling_completes_after_a_whole_scan(tmp_path):
+    """Percentiles of nothing do not exist, but nothing needs scaling either: once a scan of every
+    pixel found none valid, the run completes as all no-data and says where it looked."""
     path = write_geotiff(tmp_path / "allnan.tif", np.full((1, 64, 64), np.nan, np.float32))
-    out = tmp_path / "allnan.zarr"
-    with pytest.raises(TilepipeError, match=r"allnan\.tif.*no valid pixel.*--scaling LOW,HIGH"):
-        tilepipe.run(str(path), str(out), model="standin", weights="none", workers=1)
-    assert not out.exists()
+    mask, summary = run_mask(path, tmp_path / "allnan.zarr", model="standin", weights="none", workers=1)
+    assert (mask == 255).all() and summary["status"] == "complete"
+    assert "whole image" in summary["input"]["scaling"]["sample"]
+    assert any("ALL NO-DATA" in w for w in summary["warnings"])
+
+
+def test_valid_pixels_the_quick_sample_misses_are_found_by_the_scan(tmp_path):
+    """A scene that is NaN but for one 20 x 20 patch between the 4 x 4 sample windows: the
+    statistics come from that patch (values 100..199), not from a guess."""
+    data = np.full((1, 2048, 2048), np.nan, np.float32)
+    data[0, 500:520, 500:520] = 100 + np.arange(400, dtype=np.float32).reshape(20, 20) / 4
+    path = write_geotiff(tmp_path / "patch.tif", data)
+    scaling = open_source(SourceSpec(str(path))).scaling
+    assert scaling.method.startswith("percentile") and "whole image" in scaling.sample
+    assert 100 <= scaling.low[0] < scaling.high[0] <= 200
 
 
 @pytest.mark.parametrize("name", ["float_nan.tif", "float_raster_with_nodata.tif"])

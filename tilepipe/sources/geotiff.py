@@ -21,12 +21,14 @@ from rasterio.windows import Window as RioWindow
 from ..errors import TilepipeError
 from ..grid import Window
 from . import SourceSpec
-from .scaling import mark_non_finite, resolve_scaling
+from .scaling import finite_columns, mark_non_finite, resolve_scaling
 
 SAMPLE_GRID = 4
 SAMPLE_WINDOW = 256
 OVERVIEW_MIN_SIDE = 256
 GDAL_CACHE_MB = 256
+SCAN_ROWS = 256
+SCAN_VALUES = 4096
 
 
 def bound_gdal_cache() -> None:
@@ -118,7 +120,27 @@ class GeoTiffSource:
         return pixels, valid
 
     def _sample(self) -> tuple[np.ndarray, str]:
-        """Valid pixels from the smallest overview >= 256 px, else from a 4x4 grid of windows."""
+        """Valid, finite pixels from the smallest overview >= 256 px, else from a 4x4 grid of
+        windows; when that sample holds none (a scene mostly NaN or nodata), from a scan of the
+        whole image, so that an image is only called all no-data after every pixel was looked at."""
+        values, described = self._quick_sample()
+        if finite_columns(values).shape[1]:
+            return values, described
+        return self._scan_sample(described)
+
+    def _scan_sample(self, missed: str) -> tuple[np.ndarray, str]:
+        """Every valid pixel of the image, strip by strip, thinned to about SCAN_VALUES per strip:
+        memory stays at one strip however large the image."""
+        kept = []
+        for row in range(0, self.height, SCAN_ROWS):
+            pixels, valid = self.read(Window(row, 0, min(SCAN_ROWS, self.height - row), self.width))
+            found = finite_columns(pixels[:, valid])
+            kept.append(found[:, :: max(1, found.shape[1] // SCAN_VALUES)])
+        values = np.concatenate(kept, axis=1)
+        where = "a scan of the whole image" + ("" if values.shape[1] else ", which found no valid pixel")
+        return values, f"{where} ({missed} held no valid pixel)"
+
+    def _quick_sample(self) -> tuple[np.ndarray, str]:
         ds = self._dataset()
         indexes = list(self.bands)
         factors = [f for f in ds.overviews(self.bands[0]) if min(ds.height, ds.width) // f >= OVERVIEW_MIN_SIDE]

@@ -92,6 +92,11 @@ def dtype_range(dtype: np.dtype) -> tuple[float, float] | None:
     return None
 
 
+def finite_columns(values: np.ndarray) -> np.ndarray:
+    """The pixels (columns of a (bands, n) array) whose every band is finite."""
+    return values[:, np.isfinite(values).all(axis=0)] if values.dtype.kind in "fc" else values
+
+
 def resolve_scaling(request: ScalingRequest, dtype: np.dtype, bands: int, sample) -> IntensityScaling:
     """Turn the request into numbers. ``sample()`` returns ``(values (bands, n), description)``
     of valid pixels and is only called when statistics are needed. A pixel (column) holding a
@@ -108,11 +113,9 @@ def resolve_scaling(request: ScalingRequest, dtype: np.dtype, bands: int, sample
             raise TilepipeError(f"--scaling dtype needs an integer image, this one is {np.dtype(dtype).name}")
         return IntensityScaling("dtype", (rng[0],) * bands, (rng[1],) * bands, f"full {np.dtype(dtype).name} range")
     values, described = sample()
-    if values.dtype.kind in "fc":
-        values = values[:, np.isfinite(values).all(axis=0)]
-    if values.shape[1] == 0:
-        raise TilepipeError(f"no valid pixel in the statistics sample ({described}), the image may be all "
-                            "no-data or NaN; pass --scaling LOW,HIGH")
+    values = finite_columns(values)
+    if values.shape[1] == 0:  # the source looked everywhere it promises to: every pixel is no-data
+        return IntensityScaling("none (no valid pixel)", (0.0,) * bands, (1.0,) * bands, described)
     p_low, p_high = request.percentiles
     low = np.percentile(values, p_low, axis=1)
     high = np.percentile(values, p_high, axis=1)
