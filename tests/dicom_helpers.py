@@ -59,22 +59,32 @@ def ct_phantom(size: int, z: float) -> np.ndarray:
 def write_ct_series(folder: Path, slices: int, size: int = 64, spacing: float = 2.5, skip: tuple[int, ...] = (),
                     photometric: str = "MONOCHROME2", series_uid: str | None = None,
                     orientation: tuple[float, ...] = (1, 0, 0, 0, 1, 0), window: tuple[float, float] | None = (40, 400),
-                    description: str = "synthetic CT") -> list[Path]:
+                    description: str = "synthetic CT", positions=None, gantry_tilt: float | None = None,
+                    echoes: int = 1) -> list[Path]:
     """A CT series of ``slices`` positions (``skip`` leaves some out), stored as 12-bit unsigned with
-    RescaleIntercept -1024, files named in random order and InstanceNumber reversed."""
+    RescaleIntercept -1024, files named in random order and InstanceNumber reversed.
+
+    ``positions`` gives each slice's ImagePositionPatient instead of a regular step along the
+    normal (a gantry tilt, uneven spacing); ``gantry_tilt`` writes GantryDetectorTilt; ``echoes``
+    writes that many images per position (EchoNumbers 1.., EchoTime 10 ms apart, darker each echo)."""
     folder.mkdir(parents=True, exist_ok=True)
     study, series, frame = generate_uid(), series_uid or generate_uid(), generate_uid()
     normal = np.cross(orientation[:3], orientation[3:])
     paths = []
-    for k in range(slices):
+    for k, echo in ((k, e) for k in range(slices) for e in range(1, echoes + 1)):
         if k in skip:
             continue
         hu = ct_phantom(size, k * spacing)
-        stored = np.round(hu + 1024).astype(np.uint16)
+        stored = np.round((hu + 1024) / echo).astype(np.uint16)
         ds = _image_dataset(CT_IMAGE_STORAGE, "CT", study, series, description)
         ds.FrameOfReferenceUID = frame
-        ds.InstanceNumber = slices - k
-        ds.ImagePositionPatient = [float(v) for v in np.array([-160.0, -160.0, 0.0]) + k * spacing * normal]
+        ds.InstanceNumber = (slices - k) * echoes - echo + 1
+        position = positions[k] if positions is not None else np.array([-160.0, -160.0, 0.0]) + k * spacing * normal
+        ds.ImagePositionPatient = [float(v) for v in position]
+        if gantry_tilt is not None:
+            ds.GantryDetectorTilt = gantry_tilt
+        if echoes > 1:
+            ds.EchoNumbers, ds.EchoTime = echo, 10.0 * echo
         ds.ImageOrientationPatient = list(orientation)
         ds.PixelSpacing = [320.0 / size, 320.0 / size]
         ds.SliceThickness = spacing
@@ -85,7 +95,7 @@ def write_ct_series(folder: Path, slices: int, size: int = 64, spacing: float = 
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
         ds.PixelData = stored.tobytes()
-        path = folder / f"{random.Random(k).getrandbits(32):08x}.dcm"
+        path = folder / f"{random.Random(k if echoes == 1 else repr((k, echo))).getrandbits(32):08x}.dcm"
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
@@ -144,6 +154,38 @@ def write_enhanced_with_positions(source: Path, target: Path, spacing: float = 1
         position.ImagePositionPatient = [-30.0, -30.0, spacing * (frames - 1 - k)]
         transform.RescaleSlope, transform.RescaleIntercept, transform.RescaleType = slope, intercept, "US"
         item.PlanePositionSequence, item.PixelValueTransformationSequence = [position], [transform]
+        per_frame.append(item)
+    ds.PerFrameFunctionalGroupsSequence = per_frame
+    ds.save_as(target, enforce_file_format=True)
+    return target
+
+
+def write_enhanced_temporal(source: Path, target: Path, spacing: float = 3.0) -> Path:
+    """A copy of an enhanced multi-frame image as two temporal positions of half as many slices,
+    frames interleaved (frame 1: slice 1 time 1, frame 2: slice 1 time 2, ...), with the
+    dimension index (TemporalPositionIndex, InStackPositionNumber) scanners write."""
+    ds = pydicom.dcmread(source)
+    frames = int(ds.NumberOfFrames)
+    measures, orientation = Dataset(), Dataset()
+    measures.PixelSpacing, measures.SliceThickness = [0.9, 0.9], spacing
+    orientation.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    shared = Dataset()
+    shared.PixelMeasuresSequence, shared.PlaneOrientationSequence = [measures], [orientation]
+    ds.SharedFunctionalGroupsSequence = [shared]
+    dimensions = []
+    for pointer in (0x00209128, 0x00209057):  # TemporalPositionIndex, InStackPositionNumber
+        item = Dataset()
+        item.DimensionIndexPointer, item.FunctionalGroupPointer = pointer, 0x00209111  # FrameContentSequence
+        dimensions.append(item)
+    ds.DimensionIndexSequence = dimensions
+    per_frame = []
+    for k in range(frames):
+        position, content, item = Dataset(), Dataset(), Dataset()
+        slice_number, time = k // 2 + 1, k % 2 + 1
+        position.ImagePositionPatient = [-30.0, -30.0, spacing * slice_number]
+        content.TemporalPositionIndex, content.InStackPositionNumber, content.StackID = time, slice_number, "1"
+        content.DimensionIndexValues = [time, slice_number]
+        item.PlanePositionSequence, item.FrameContentSequence = [position], [content]
         per_frame.append(item)
     ds.PerFrameFunctionalGroupsSequence = per_frame
     ds.save_as(target, enforce_file_format=True)

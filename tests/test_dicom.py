@@ -352,7 +352,7 @@ def test_a_missing_slice_is_a_warning_and_the_positions_show_the_gap(tmp_path):
     summary = run(folder, tmp_path / "out.zarr")
     store = tilepipe.open(tmp_path / "out.zarr")
     assert store.is_complete and store.mask.shape == (14, 64, 64)
-    [warning] = [w for w in summary["input"]["warnings"] if "missing" in w]
+    [warning] = [w for w in summary["input"]["warnings"] if "slice(s) missing" in w]
     assert "about 1 slice(s) missing" in warning and "step 10 mm" in warning
     d = store.group.attrs["dicom"]
     assert d["warnings"] == summary["input"]["warnings"]

@@ -74,7 +74,7 @@ def test_orientations_within_tolerance_are_one():
 def test_affine_maps_voxel_indices_to_patient_positions():
     orientation = _orientation(0.3, 0.2)
     spacing, step, origin = (0.7, 0.5), 3.0, (10.0, -4.0, 2.0)
-    affine = np.asarray(stack_affine(origin, orientation, spacing, step))
+    affine = np.asarray(stack_affine(origin, orientation, spacing, step * slice_normal(orientation)))
     z, y, x = 4, 10, 20
     expected = (np.asarray(origin) + x * spacing[1] * np.asarray(orientation[:3])
                 + y * spacing[0] * np.asarray(orientation[3:]) + z * step * slice_normal(orientation))

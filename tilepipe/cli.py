@@ -37,6 +37,7 @@ def run_options(func):
         click.option("--series", help="DICOM: SeriesInstanceUID to read when the folder holds several series."),
         click.option("--window", help="DICOM: CENTER,WIDTH or a preset (soft-tissue, lung, bone, brain); default: the file's window."),
         click.option("--level", type=int, help="Whole-slide DICOM: pyramid level (0 = full resolution)."),
+        click.option("--select", help="DICOM 4-D series: keep one volume, KEY=VALUE, e.g. AcquisitionNumber=2 or EchoNumbers=1."),
         click.option("--tile-size", type=int, help="Tile side in pixels (multiple of the output stride). Default 512."),
         click.option("--overlap", type=int, help="Overlap between neighbouring tiles in pixels. Default 64."),
         click.option("--chunk-size", type=int, help="Zarr chunk side in pixels. Default 512."),

@@ -24,6 +24,7 @@ class RunOptions:
     series: str | None = None
     window: str | None = None
     level: int = 0
+    select: str | None = None
     # plan
     tile_size: int = 512
     overlap: int = 64

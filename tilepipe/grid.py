@@ -159,6 +159,9 @@ class Plan:
     block_size: int = 2048
     depth: int | None = None
     """Number of planes for a stack (a DICOM series); ``None`` for a single 2-D image."""
+    volumes: int | None = None
+    """Volumes of a 4-D series: its ``depth`` planes run volume-major, ``depth // volumes`` slices
+    each. Blocks still address planes; only the store's shape tells volumes from slices."""
     row_starts: tuple[int, ...] = field(init=False, repr=False)
     col_starts: tuple[int, ...] = field(init=False, repr=False)
     tile_height: int = field(init=False)
@@ -169,6 +172,8 @@ class Plan:
 
         if self.height <= 0 or self.width <= 0:
             raise TilepipeError(f"the image has an empty plane ({self.height}x{self.width})")
+        if self.volumes is not None and (not self.depth or self.depth % self.volumes):
+            raise TilepipeError(f"{self.depth} planes do not make {self.volumes} volumes of equal depth")
         if self.chunk_size <= 0 or self.block_size <= 0 or self.block_size % self.chunk_size:
             raise TilepipeError(
                 f"--block-size {self.block_size} must be a positive multiple of --chunk-size {self.chunk_size}"
@@ -192,6 +197,13 @@ class Plan:
     @property
     def planes(self) -> int:
         return self.depth or 1
+
+    @property
+    def stack_shape(self) -> tuple[int, ...]:
+        """The mask's leading axes: (), (z,) or (volume, z)."""
+        if self.depth is None:
+            return ()
+        return (self.depth,) if self.volumes is None else (self.volumes, self.depth // self.volumes)
 
     @property
     def block_grid_shape(self) -> tuple[int, ...]:

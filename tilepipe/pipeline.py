@@ -62,7 +62,7 @@ def _specs(input: str, options: RunOptions) -> tuple[SourceSpec, ModelSpec, Engi
     if options.blending not in BLENDING_MODES:
         raise TilepipeError(f"--blending {options.blending!r}: choose one of {', '.join(BLENDING_MODES)}")
     source = SourceSpec(str(input), options.bands, ScalingRequest.parse(options.scaling, options.percentiles),
-                        options.series, options.window, options.level)
+                        options.series, options.window, options.level, options.select)
     model = ModelSpec(options.model, str(options.weights), options.output_stride, options.num_classes,
                       options.class_names)
     return source, model, EngineOptions(options.device, options.precision, options.batch_size, options.compile)
@@ -70,7 +70,8 @@ def _specs(input: str, options: RunOptions) -> tuple[SourceSpec, ModelSpec, Engi
 
 def _make_plan(source, options: RunOptions, output_stride: int) -> Plan:
     grid = TileGrid(options.tile_size, options.overlap, output_stride)
-    return Plan(source.height, source.width, grid, options.chunk_size, options.block_size, source.depth)
+    return Plan(source.height, source.width, grid, options.chunk_size, options.block_size, source.depth,
+                getattr(source, "volumes", None))
 
 
 def prepare(input: str, output: str, options: RunOptions) -> Prepared:

@@ -2,9 +2,11 @@
 
 Layout of a store (``zarr.open_group(path)``)::
 
-    mask            (y, x) or (z, y, x) uint8, 255 where the source has no data
-    probabilities   (class, y, x) or (z, class, y, x) uint8, p * 255 (only with --probabilities)
-    blocks          one uint8 per block, 1 once that block's chunks are stored
+    mask            (y, x), (z, y, x) or (volume, z, y, x) uint8, 255 where the source has no data
+    probabilities   (class, y, x), (z, class, y, x) or (volume, z, class, y, x) uint8, p * 255
+                    (only with --probabilities)
+    blocks          one uint8 per block, 1 once that block's chunks are stored (a 4-D series'
+                    planes run volume-major: plane v * z + k)
     x, y            pixel-centre coordinates (GeoTIFF with a north-up transform)
 
 The run summary is kept in the group attributes and written beside the store as
@@ -97,9 +99,9 @@ class MaskStore:
         group = zarr.open_group(local_or_url(url), mode="w", zarr_format=3, attributes=attrs)  # attributes first: never a bare group
         plane = (plan.height, plan.width)
         chunks = (plan.chunk_size, plan.chunk_size)
-        stack = () if plan.depth is None else (plan.depth,)
-        stack_chunk = () if plan.depth is None else (1,)
-        stack_dim = [] if plan.depth is None else ["z"]
+        stack = plan.stack_shape
+        stack_chunk = (1,) * len(stack)
+        stack_dim = ["volume", "z"][-len(stack):] if stack else []
         group.create_array("mask", shape=stack + plane, chunks=stack_chunk + chunks, dtype="uint8",
                            fill_value=NO_LABEL, dimension_names=[*stack_dim, "y", "x"],
                            attributes={"long_name": "class label", "nodata": NO_LABEL})
@@ -109,7 +111,8 @@ class MaskStore:
                                dimension_names=[*stack_dim, "class", "y", "x"],
                                attributes={"long_name": "class probability", "scale_factor": 1 / 255})
         group.create_array("blocks", shape=plan.block_grid_shape, chunks=(1,) * len(plan.block_grid_shape),
-                           dtype="uint8", fill_value=0, dimension_names=[*stack_dim, "block_row", "block_col"],
+                           dtype="uint8", fill_value=0,
+                           dimension_names=[*(["plane"] if plan.volumes else stack_dim), "block_row", "block_col"],
                            attributes={"description": "1 once the block's chunks are stored"})
         for name, values in (coordinates or {}).items():
             group.create_array(name, data=values, chunks=values.shape, dimension_names=[name])
@@ -145,12 +148,16 @@ class MaskStore:
         a block with no valid pixel, whose chunks keep the fill value (NO_LABEL): only the record."""
         core = block.core
         where = (slice(core.row, core.row_stop), slice(core.col, core.col_stop))
-        lead = () if block.plane is None else (block.plane,)
+        lead = () if block.plane is None else self.stack_index(block.plane)
         if labels is not None:
             self.mask[lead + where] = labels
         if probabilities is not None and self.probabilities is not None:
             self.probabilities[lead + (slice(None),) + where] = probabilities
         self.blocks[tuple(block.index)] = 1
+
+    def stack_index(self, plane: int) -> tuple[int, ...]:
+        """The mask's leading index of a plane: ``(plane,)``, or ``(volume, z)`` in a 4-D store."""
+        return divmod(plane, self.mask.shape[1]) if self.mask.ndim == 4 else (plane,)
 
     def done_blocks(self) -> np.ndarray:
         return self.blocks[...].astype(bool)

@@ -106,7 +106,7 @@ def build_summary(prepared, reports: list[BlockReport], store_url: str, setup_se
         "status": "failed" if failed else "complete",
         "warnings": warnings,
         "input": {**described, "megapixels": _r(p.megapixels, 6)},
-        "output": {"store": store_url, "mask_shape": ([p.depth] if p.depth else []) + [p.height, p.width],
+        "output": {"store": store_url, "mask_shape": [*p.stack_shape, p.height, p.width],
                    "chunks": [p.chunk_size, p.chunk_size], "probabilities": options.probabilities},
         "model": {
             **model.describe(),

@@ -10,6 +10,8 @@ How mask planes meet source frames:
 
 * a series of single-frame images: plane z is ``source_files[z]``; highdicom gets the sources in
   plane order, which is the order it pairs with the array's planes;
+* a 4-D series (volume, z, y, x): its planes run volume-major, plane ``v * z_count + z``, as the
+  per-plane lists of the store's attributes do, so the cases above apply to the flattened planes;
 * one multi-frame image: plane z is frame ``frame_numbers[z]``; planes are put back in frame order;
 * a whole-slide level: the 2-D mask is the total pixel matrix, tiled by highdicom in the source's
   frame size.
@@ -28,8 +30,8 @@ from pydicom.sr.codedict import codes
 
 from .. import __version__
 from ..errors import TilepipeError
-
 from ..sink import NO_LABEL, MaskStore
+from ..sources.dicom_volumes import describe_labels
 
 TYPE2_PATIENT_STUDY = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
                        "ReferringPhysicianName", "StudyID", "AccessionNumber")
@@ -38,6 +40,7 @@ whole-slide sample among them) leave them out, which highdicom refuses; empty va
 
 
 def export(store: MaskStore, out: str) -> str:
+    """Write the SEG (one per volume for a 4-D store); returns the path(s) written, one a line."""
     import highdicom as hd
 
     geometry = store.group.attrs.get("dicom")
@@ -47,14 +50,7 @@ def export(store: MaskStore, out: str) -> str:
     classes = present_classes(mask)
     if not classes:
         raise TilepipeError(f"{store.url}: the mask holds no class at all (only nodata); nothing to export")
-    sources = _source_headers(geometry, store.url)
     labels = label_map(mask, classes)
-    whole_slide = geometry["kind"] == "whole-slide"
-    if whole_slide:
-        _default_slide_origin(sources[0])
-        labels = labels[None]
-    elif len(sources) == 1 and int(sources[0].get("NumberOfFrames") or 1) > 1:
-        labels = _frame_order(labels, geometry["frame_numbers"], int(sources[0].NumberOfFrames), store.url)
     names = list(store.group.attrs.get("class_names") or [])
     model = store.info.get("model", {})
     algorithm = hd.AlgorithmIdentificationSequence(
@@ -75,39 +71,84 @@ def export(store: MaskStore, out: str) -> str:
         )
         for number, c in enumerate(classes, start=1)
     ]
-    try:
-        seg = hd.seg.Segmentation(
-            source_images=sources,
-            pixel_array=labels,
-            segmentation_type="BINARY",
-            segment_descriptions=descriptions,
-            series_instance_uid=hd.UID(),
-            series_number=1,
-            sop_instance_uid=hd.UID(),
-            instance_number=1,
-            manufacturer="tilepipe",
-            manufacturer_model_name="tilepipe",
-            software_versions=__version__,
-            device_serial_number="none",
-            series_description="tilepipe segmentation",
-            content_label="TILEPIPE",
-            content_description=f"{model.get('architecture', 'model')} segmentation by tilepipe"[:64],
-            tile_pixel_array=whole_slide,
-        )
-        seg.save_as(out)
-    except (ValueError, TypeError, AttributeError) as exc:
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise TilepipeError(f"{out}: highdicom cannot build a SEG for this source ({text})") from None
-    except OSError as exc:
-        raise TilepipeError(f"{out}: cannot write it ({exc.strerror or exc})") from None
-    return out
+    seg = _SegWriter(descriptions, hd.UID(), f"{model.get('architecture', 'model')} segmentation by tilepipe"[:64])
+    if labels.ndim < 4:
+        return seg.write(out, _source_headers(geometry, slice(None), store.url), labels, geometry, store.url)
+    written, slices = [], labels.shape[1]
+    for v, volume in enumerate(geometry["volumes"]):
+        path = _volume_path(out, v)
+        seg.write(path, _source_headers(geometry, slice(v * slices, (v + 1) * slices), store.url), labels[v],
+                  geometry, store.url, instance_number=v + 1, volume=volume)
+        written.append(path)
+    return "\n".join(written)
+
+
+def _volume_path(out: str, volume: int) -> str:
+    """``seg.dcm`` -> ``seg_volume0.dcm``: one SEG per volume of a 4-D store."""
+    stem, dot, suffix = out.rpartition(".")
+    return f"{stem}_volume{volume}.{suffix}" if dot and "/" not in suffix else f"{out}_volume{volume}"
+
+
+class _SegWriter:
+    """Builds and saves SEG instances of one series: one per volume of a 4-D store.
+
+    A SEG may not hold two frames at one position (highdicom refuses them), so the volumes of a
+    4-D store, which share their positions, each get their own instance; the series, the
+    segments and their tracking UIDs are shared."""
+
+    def __init__(self, descriptions, series_uid: str, content: str):
+        self.descriptions, self.series_uid, self.content = descriptions, series_uid, content
+
+    def write(self, out: str, sources: list[Dataset], labels: np.ndarray, geometry: dict, url: str,
+              instance_number: int = 1, volume: dict | None = None) -> str:
+        import highdicom as hd
+
+        whole_slide = geometry["kind"] == "whole-slide"
+        multiframe = len(sources) == 1 and int(sources[0].get("NumberOfFrames") or 1) > 1
+        positions = None
+        if whole_slide:
+            _default_slide_origin(sources[0])
+            labels = labels[None]
+        elif multiframe and volume is not None:  # some of the source's frames: placed one by one
+            positions = [hd.PlanePositionSequence(hd.CoordinateSystemNames.PATIENT, p) for p in volume["slice_positions"]]
+        elif multiframe:
+            labels = _frame_order(labels, geometry["frame_numbers"], int(sources[0].NumberOfFrames), url)
+        about = f" ({describe_labels(volume['labels'])})" if volume else ""
+        try:
+            seg = hd.seg.Segmentation(
+                source_images=sources,
+                pixel_array=labels,
+                segmentation_type="BINARY",
+                segment_descriptions=self.descriptions,
+                series_instance_uid=self.series_uid,
+                series_number=1,
+                sop_instance_uid=hd.UID(),
+                instance_number=instance_number,
+                manufacturer="tilepipe",
+                manufacturer_model_name="tilepipe",
+                software_versions=__version__,
+                device_serial_number="none",
+                series_description=f"tilepipe SEG{about}"[:64],
+                content_label="TILEPIPE",
+                content_description=self.content,
+                tile_pixel_array=whole_slide,
+                plane_positions=positions,
+            )
+            seg.save_as(out)
+        except (ValueError, TypeError, AttributeError) as exc:
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise TilepipeError(f"{out}: highdicom cannot build a SEG for this source ({text})") from None
+        except OSError as exc:
+            raise TilepipeError(f"{out}: cannot write it ({exc.strerror or exc})") from None
+        return out
 
 
 def _bands(mask):
-    """The mask in pieces: each plane of a (z, y, x) mask, or bands of chunk rows of a 2-D one."""
-    if mask.ndim == 3:
-        for z in range(mask.shape[0]):
-            yield (z,), mask[z]
+    """The mask in pieces: each plane of a (z, y, x) or (volume, z, y, x) mask, or bands of chunk
+    rows of a 2-D one."""
+    if mask.ndim > 2:
+        for plane in np.ndindex(mask.shape[:-2]):
+            yield plane, mask[plane]
     else:
         step = mask.chunks[0]
         for row in range(0, mask.shape[0], step):
@@ -132,10 +173,12 @@ def label_map(mask, classes: list[int]) -> np.ndarray:
     return labels
 
 
-def _source_headers(geometry: dict, url: str) -> list[Dataset]:
-    """Headers of the distinct source files, in plane order, checked against the recorded UIDs."""
-    paths = list(dict.fromkeys(geometry["source_files"]))
-    expected = dict(zip(geometry["source_files"], geometry["sop_instance_uids"]))
+def _source_headers(geometry: dict, planes: slice, url: str) -> list[Dataset]:
+    """Headers of the distinct source files of ``planes``, in plane order, checked against the
+    recorded UIDs."""
+    files = geometry["source_files"][planes]
+    paths = list(dict.fromkeys(files))
+    expected = dict(zip(files, geometry["sop_instance_uids"][planes]))
     headers = []
     for path in paths:
         try:

@@ -61,9 +61,10 @@ def _centres(size: int, count: int) -> np.ndarray:
 
 
 def sample_labels(store: MaskStore, max_size: int) -> np.ndarray:
-    """The nearest-neighbour preview of the mask (the middle slice of a stack), read by chunk rows."""
+    """The nearest-neighbour preview of the mask (the middle slice of a stack, of its first volume
+    for a 4-D store), read by chunk rows."""
     mask = store.mask
-    plane = (mask.shape[0] // 2,) if mask.ndim == 3 else ()
+    plane = (0,) * (mask.ndim - 3) + (mask.shape[-3] // 2,) if mask.ndim >= 3 else ()
     height, width = mask.shape[-2:]
     rows, cols = (_centres(n, c) for n, c in zip((height, width), preview_shape(height, width, max_size)))
     labels = np.empty((len(rows), len(cols)), np.uint8)

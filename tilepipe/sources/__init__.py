@@ -29,6 +29,8 @@ class SourceSpec:
     """DICOM: ``CENTER,WIDTH`` or a preset name; ``None`` = the file's own window, else percentiles."""
     level: int = 0
     """Whole-slide DICOM: the pyramid level (0 = highest resolution)."""
+    select: str | None = None
+    """DICOM: ``KEY=VALUE`` keeps the frames of one volume of a 4-D series (e.g. ``EchoNumbers=1``)."""
 
 
 class Source(Protocol):

@@ -45,6 +45,8 @@ class DicomSource:
         self.layout = _layout(select_series(found, spec.series), spec)
         self.first = first = self.layout.instances[0]  # speaks for the image: plane 0's, or the slide level
         self.height, self.width, self.depth = self.layout.height, self.layout.width, self.layout.depth
+        self.volumes = getattr(self.layout, "volume_count", None)
+        """Volumes of a 4-D series (its ``depth`` planes run volume-major); None for one volume."""
         for instance in self.layout.instances:
             check_decodable(instance)
             check_pixel_data(instance)
@@ -117,7 +119,8 @@ class DicomSource:
         }}
 
     def coordinates(self) -> dict[str, np.ndarray]:
-        """``z``: each plane's position along the slice normal (mm), when the stack is placed."""
+        """``z``: each slice's position along the slice normal (mm), when the stack is placed (the
+        first volume's, for a 4-D series)."""
         order = getattr(self.layout, "order", None)
         return {"z": np.asarray(order.locations, float)} if order is not None else {}
 
@@ -152,8 +155,11 @@ class DicomSource:
 
 def _layout(instances: list[Instance], spec: SourceSpec) -> StackLayout | SlideLayout:
     if instances[0].is_slide:
+        if spec.select:
+            raise TilepipeError(f"--select {spec.select}: {spec.path} is a whole-slide image, which has one "
+                                f"plane; --select picks a volume of a series")
         return SlideLayout(instances, spec.level, spec.path)
     if spec.level:
         raise TilepipeError(f"--level {spec.level}: {spec.path} is not a whole-slide image "
                             f"(--level is for whole-slide DICOM)")
-    return StackLayout(instances, spec.path)
+    return StackLayout(instances, spec.path, spec.select)

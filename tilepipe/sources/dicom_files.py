@@ -21,6 +21,7 @@ from pydicom.fileset import FileSet
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from ..errors import TilepipeError
+from .dicom_labels import classic_labels, enhanced_labels, volume_dimensions
 
 PIXEL_DATA_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
 """Pixel Data, Float Pixel Data, Double Float Pixel Data: where pydicom stops a header read."""
@@ -41,6 +42,10 @@ class FrameInfo:
     intercept: float = 0.0
     window: tuple[float, float] | None = None
     """The file's first VOI window (center, width), if any."""
+    labels: tuple[tuple[str, object], ...] = ()
+    """``(keyword, value)`` of what may tell this frame apart from another at the same position
+    (echo, time point, b-value, acquisition; :mod:`.dicom_labels`), in the order
+    :mod:`.dicom_volumes` tries them."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,8 @@ class Instance:
     signed: bool
     number_of_frames: int
     slice_thickness: float | None
+    gantry_tilt: float | None
+    """GantryDetectorTilt in degrees, as the file states it (CT)."""
     frames: tuple[FrameInfo, ...] = ()
     """One per frame for images of a stack; empty for a whole-slide level (its frames are tiles)."""
     slide: SlideInfo | None = None
@@ -234,6 +241,7 @@ def _instance(path: Path, ds, pixel_offset: int) -> Instance:
         signed=bool(ds.get("PixelRepresentation", 0)),
         number_of_frames=frames,
         slice_thickness=thickness[0] if thickness else None,
+        gantry_tilt=tilt[0] if (tilt := _floats(ds.get("GantryDetectorTilt"), 1)) else None,
         frames=() if slide else _frames(ds, frames),
         slide=slide,
     )
@@ -249,7 +257,12 @@ def _frames(ds, count: int) -> tuple[FrameInfo, ...]:
     per_frame = ds.get("PerFrameFunctionalGroupsSequence")
     base = _classic_frame(ds) if shared is None else _grouped_frame(shared, _classic_frame(ds))
     if per_frame:
-        return tuple(_grouped_frame(item, base) for item in per_frame)
+        dimensions = volume_dimensions(ds)
+        frames = []
+        for item in per_frame:
+            frame = _grouped_frame(item, base)
+            frames.append(replace(frame, labels=enhanced_labels(item, shared, dimensions) or frame.labels))
+        return tuple(frames)
     if shared is None and count > 1:
         base = replace(base, position=None)
     return (base,) * count
@@ -264,6 +277,7 @@ def _classic_frame(ds) -> FrameInfo:
         slope=slope[0] if slope else 1.0,
         intercept=intercept[0] if intercept else 0.0,
         window=_window(ds),
+        labels=classic_labels(ds),
     )
 
 
