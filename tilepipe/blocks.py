@@ -7,6 +7,8 @@ the same function runs in a thread of this process or on a remote worker.
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 import traceback
 from collections import defaultdict, deque
@@ -41,6 +43,9 @@ class RunContext:
     store_url: str
     blending: str = "gaussian"
     probabilities: bool = False
+    run_id: str = ""
+    """Names the run: its store handles and sources are cached under it, and its blocks write
+    only while the store names this run."""
 
 
 @dataclass
@@ -52,6 +57,11 @@ class BlockReport:
     no_data: bool = False
     read_pixels: int = 0
     forward_calls: int = 0
+    worker: str = ""
+    """``host:pid`` of the process that ran the block."""
+    engine: dict | None = None
+    """The engine as it ran this block (device, precision, batch size, tactics): the summary
+    reports what the workers did, not what the client would have done."""
     seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     error: str | None = None
     traceback: str | None = field(default=None, repr=False)
@@ -73,8 +83,10 @@ def _reader_pool() -> ThreadPoolExecutor:
 
 
 @lru_cache(maxsize=4)
-def _open_store(url: str) -> MaskStore:
-    return MaskStore.open(url, mode="r+")
+def _open_store(url: str, run_id: str) -> MaskStore:
+    """One handle per store and run in each process: a new run never writes through an earlier
+    run's handle, whose arrays may have had another shape or chunking."""
+    return MaskStore.open(url, mode="r+", run_id=run_id)
 
 
 def tile_pixels(pixels: np.ndarray, valid: np.ndarray, read: Window, tiles: list[Window]) -> tuple[np.ndarray, np.ndarray]:
@@ -95,17 +107,18 @@ def tile_inputs(pixels: np.ndarray, valid: np.ndarray, read: Window, tiles: list
 def process_block(ctx: RunContext, index: tuple[int, ...]) -> BlockReport:
     """Run one block; a failure is reported (with the block's window), never raised."""
     block = ctx.plan.block(index)
-    report = BlockReport(index=tuple(index), core=str(block.core))
+    report = BlockReport(index=tuple(index), core=str(block.core), worker=f"{socket.gethostname()}:{os.getpid()}")
+    engine = None
     try:
         # every second of the block belongs to a stage, opening included (cached after a worker's first block)
         with report.stage("forward"):
             engine = cached_engine(ctx.model, ctx.engine)
         with report.stage("write"):
-            store = _open_store(ctx.store_url)
+            store = _open_store(ctx.store_url, ctx.run_id)
         read = block.read_window
         report.read_pixels = read.area
         with report.stage("read"):
-            source = open_source(ctx.source)
+            source = open_source(ctx.source, ctx.run_id)
             pixels, valid = source.read(read, block.plane)
         core_valid = valid[block.core.relative_to(read)]
         if not core_valid.any():  # nothing to segment: the chunks keep the fill value
@@ -157,4 +170,7 @@ def process_block(ctx: RunContext, index: tuple[int, ...]) -> BlockReport:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         report.error = first if isinstance(exc, TilepipeError) else f"{type(exc).__name__}: {first}"
         report.traceback = traceback.format_exc()
+    finally:
+        if engine is not None:
+            report.engine = engine.describe()
     return report

@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from urllib.error import URLError
@@ -65,9 +65,13 @@ class ModelSpec:
             raise TilepipeError(f"--num-classes {self.num_classes}: {CLASS_LIMIT}")
 
 
-@dataclass
-class LoadedModel:
-    module: nn.Module
+@dataclass(frozen=True)
+class ModelCard:
+    """What a model is, without its weights in memory: geometry, classes, provenance, size.
+
+    The client of a distributed run plans, fingerprints and summarises from the card alone; only
+    the workers load the network onto a device."""
+
     spec: ModelSpec
     output_stride: int
     num_classes: int
@@ -76,12 +80,9 @@ class LoadedModel:
     """Human-readable and stable: the torchvision enum name, or file name plus SHA-256 prefix."""
     weights_format: str
     random_weights: bool
+    parameters: int
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
-    parameters: int = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.parameters = sum(p.numel() for p in self.module.parameters())
 
     def meta_copy(self, output_stride: int | None = None) -> nn.Module:
         """The same architecture on the meta device (shapes only, no memory, no weights)."""
@@ -108,6 +109,20 @@ class LoadedModel:
             "parameters": self.parameters,
             "normalisation": {"mean": list(self.mean), "std": list(self.std)},
         }
+
+
+@dataclass
+class LoadedModel:
+    """A card and its network, weights loaded, in eval mode on the CPU. The card's facts read as
+    the model's own (``model.num_classes``, ``model.describe()``)."""
+
+    module: nn.Module
+    card: ModelCard
+
+    def __getattr__(self, name: str):
+        if name in ("module", "card"):  # not set yet (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.card, name)
 
 
 def count_macs(module: nn.Module, height: int, width: int) -> int:
@@ -228,102 +243,78 @@ def _download_default_state() -> dict:
         ) from None
 
 
-def load_model(spec: ModelSpec) -> LoadedModel:
-    """Build the network the weights need and load them (eval mode, CPU)."""
+def _resolve(spec: ModelSpec, download: bool) -> tuple[ModelCard, dict | None]:
+    """The card for ``spec`` and the weights' state dict (torchvision key names) when they come
+    from a file, or are downloaded (``download``); None for random weights, or for the default
+    weights when not downloading (their card comes from torchvision's metadata)."""
     if spec.architecture not in ARCHITECTURES:
         raise TilepipeError(f"--model {spec.architecture!r}: choose one of {', '.join(ARCHITECTURES)}")
-    if spec.architecture == "standin":
-        return _load_standin(spec)
-    published = None
-    if spec.weights == "none":
-        stride = spec.output_stride or 8
-        num_classes = spec.num_classes or len(DEFAULT_WEIGHTS.meta["categories"])
-        identity, fmt, random = "random (seed 0)", "none", True
-        with torch.random.fork_rng():
-            torch.manual_seed(0)
-            module = build_deeplabv3_resnet101(num_classes, stride)
-    else:
-        if spec.weights == "default":
-            state = _download_default_state()
-            fmt, identity = "torchvision", f"torchvision {DEFAULT_WEIGHTS}"
-            published = tuple(DEFAULT_WEIGHTS.meta["categories"])
-            natural_stride = 8
-            path = DEFAULT_WEIGHTS.url
-        else:
-            path = Path(os.path.expanduser(spec.weights))
-            state, fmt = to_torchvision_state(load_checkpoint(path), path)
-            identity = _file_identity(path)
-            natural_stride = checkpoint_output_stride(path, fmt)
-        stride = spec.output_stride or natural_stride
-        num_classes = _num_classes_in(state, path)
-        if spec.num_classes and spec.num_classes != num_classes:
-            raise TilepipeError(f"--num-classes {spec.num_classes}, but {path} holds a {num_classes}-class head")
-        has_aux = any(k.startswith("aux_classifier.") for k in state)
-        module = build_deeplabv3_resnet101(num_classes, stride, aux=has_aux)
-        try:
-            module.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            raise TilepipeError(f"{path}: keys do not match DeepLabV3-ResNet101 ({str(exc).splitlines()[0]})") from None
-        module.aux_classifier = None  # the auxiliary head only helps training; inference skips it
-        random = False
-    return LoadedModel(
-        module=module.eval(),
-        spec=spec,
-        output_stride=stride,
-        num_classes=num_classes,
-        class_names=_class_names(spec, num_classes, published),
-        weights_identity=identity,
-        weights_format=fmt,
-        random_weights=random,
-    )
-
-
-def _load_standin(spec: ModelSpec) -> LoadedModel:
-    num_classes = spec.num_classes or 4
-    if spec.weights == "none":
-        with torch.random.fork_rng():
-            torch.manual_seed(0)
-            module = StandIn(num_classes)
-        identity, random = "random (seed 0)", True
-    else:
-        path = Path(spec.weights)
-        module = StandIn(num_classes)
-        try:
-            module.load_state_dict(load_checkpoint(path))
-        except RuntimeError as exc:
-            raise TilepipeError(f"{path}: not a stand-in checkpoint ({str(exc).splitlines()[0]})") from None
-        identity, random = _file_identity(path), False
-    return LoadedModel(
-        module=module.eval(),
-        spec=spec,
-        output_stride=1,
-        num_classes=num_classes,
-        class_names=_class_names(spec, num_classes, None),
-        weights_identity=identity,
-        weights_format="standin",
-        random_weights=random,
-    )
-
-
-def model_geometry(spec: ModelSpec) -> tuple[int, int, int]:
-    """``(output_stride, num_classes, parameters)`` without downloading weights or running
-    anything: what a dry run (``tilepipe plan``) needs. A checkpoint file is read (weights-only)."""
-    if spec.architecture not in ARCHITECTURES:
-        raise TilepipeError(f"--model {spec.architecture!r}: choose one of {', '.join(ARCHITECTURES)}")
-    if spec.architecture == "standin":
-        stride, classes = 1, spec.num_classes or 4
-        return stride, classes, sum(p.numel() for p in StandIn(classes).parameters())
-    if spec.weights in ("none", "default"):
-        stride = spec.output_stride or 8
-        classes = len(DEFAULT_WEIGHTS.meta["categories"]) if spec.weights == "default" else spec.num_classes or 21
+    standin = spec.architecture == "standin"
+    state, published, random = None, None, spec.weights == "none"
+    if random:
+        fmt, identity, stride = "none", "random (seed 0)", spec.output_stride or 8
+        num_classes = spec.num_classes or (4 if standin else len(DEFAULT_WEIGHTS.meta["categories"]))
+    elif standin:
+        path = Path(os.path.expanduser(spec.weights))
+        state, fmt, identity, num_classes = load_checkpoint(path), "standin", _file_identity(path), spec.num_classes or 4
+    elif spec.weights == "default":
+        fmt, identity, stride = "torchvision", f"torchvision {DEFAULT_WEIGHTS}", spec.output_stride or 8
+        published = tuple(DEFAULT_WEIGHTS.meta["categories"])
+        state = _download_default_state() if download else None
+        num_classes = _num_classes_in(state, DEFAULT_WEIGHTS.url) if state is not None else len(published)
     else:
         path = Path(os.path.expanduser(spec.weights))
         state, fmt = to_torchvision_state(load_checkpoint(path), path)
-        stride = spec.output_stride or checkpoint_output_stride(path, fmt)
-        classes = _num_classes_in(state, path)
+        identity, stride = _file_identity(path), spec.output_stride or checkpoint_output_stride(path, fmt)
+        num_classes = _num_classes_in(state, path)
+    if standin:
+        fmt, stride = "standin", 1
+    elif spec.num_classes and spec.num_classes != num_classes:
+        raise TilepipeError(f"--num-classes {spec.num_classes}, but {spec.weights} holds a {num_classes}-class head")
     with torch.device("meta"):
-        parameters = sum(p.numel() for p in build_deeplabv3_resnet101(classes, stride).parameters())
-    return stride, classes, parameters
+        network = StandIn(num_classes) if standin else build_deeplabv3_resnet101(num_classes, stride)
+    card = ModelCard(spec, stride, num_classes, _class_names(spec, num_classes, published), identity, fmt, random,
+                     sum(p.numel() for p in network.parameters()))
+    return card, state
+
+
+def model_card(spec: ModelSpec) -> ModelCard:
+    """The card for ``spec`` without downloading weights or putting anything on a device: what a
+    dry run (``tilepipe plan``) and the client of a distributed run need. A checkpoint file is
+    read (weights-only) and its keys and shapes are checked against the network built on the
+    meta device, so a bad file is refused before any output exists."""
+    card, state = _resolve(spec, download=False)
+    if state is not None:
+        _load_into(card.meta_copy(), {k: v for k, v in state.items() if not k.startswith("aux_classifier.")},
+                   spec, assign=True)
+    return card
+
+
+def _load_into(module: nn.Module, state: dict, spec: ModelSpec, assign: bool = False) -> None:
+    try:
+        module.load_state_dict(state, strict=True, assign=assign)
+    except RuntimeError as exc:
+        what = "not a stand-in checkpoint" if spec.architecture == "standin" else "keys do not match DeepLabV3-ResNet101"
+        raise TilepipeError(f"{spec.weights}: {what} ({str(exc).splitlines()[0]})") from None
+
+
+def load_model(spec: ModelSpec) -> LoadedModel:
+    """Build the network the weights need and load them (eval mode, CPU)."""
+    card, state = _resolve(spec, download=True)
+    standin = spec.architecture == "standin"
+    if state is None:  # random weights, the same in every process
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            module = StandIn(card.num_classes) if standin else build_deeplabv3_resnet101(card.num_classes,
+                                                                                          card.output_stride)
+    else:
+        has_aux = any(k.startswith("aux_classifier.") for k in state)
+        module = StandIn(card.num_classes) if standin else build_deeplabv3_resnet101(
+            card.num_classes, card.output_stride, aux=has_aux)
+        _load_into(module, state, spec)
+        if not standin:
+            module.aux_classifier = None  # the auxiliary head only helps training; inference skips it
+    return LoadedModel(module.eval(), card)
 
 
 @lru_cache(maxsize=2)

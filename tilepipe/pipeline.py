@@ -3,6 +3,11 @@
 A run validates everything it can before it creates any output (the input opens and its last
 block reads, the weights load, the output is free or ``overwrite`` is set), then runs the blocks,
 writes the summary, and only then marks the store complete.
+
+Each run has a run id. It holds the store's lease (:mod:`tilepipe.lease`) from before it looks at
+the output until it ends, so a second writer is refused; the id is written into the store and
+keys the per-process caches of store handles and sources, so a later run in the same process
+(a notebook, a long-lived Dask worker) never writes through an earlier run's handles.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import json
 import logging
 import os
 import time
+import uuid
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,7 +27,8 @@ from .config import RunOptions, load_options
 from .engine import EngineOptions, cached_engine
 from .errors import TilepipeError
 from .grid import Plan, TileGrid
-from .model import ModelSpec, model_geometry
+from .lease import Lease
+from .model import ModelCard, ModelSpec, model_card
 from .progress import Progress
 from .schedule import Scheduling, runner
 from .sink import MaskStore, check_output, remove_output
@@ -45,7 +52,10 @@ class RunFailed(TilepipeError):
 class Prepared:
     options: RunOptions
     source: object
-    engine: object
+    model: ModelCard
+    engine: object | None
+    """The loaded engine when the blocks run in this process; None when they run on workers
+    (the client never puts the model on a device)."""
     plan: Plan
     context: RunContext
 
@@ -74,15 +84,18 @@ def _make_plan(source, options: RunOptions, output_stride: int) -> Plan:
                 getattr(source, "volumes", None))
 
 
-def prepare(input: str, output: str, options: RunOptions) -> Prepared:
-    """Open the source, load the model and build the plan; creates nothing."""
+def prepare(input: str, output: str, options: RunOptions, run_id: str = "", load_engine: bool = True) -> Prepared:
+    """Open the source, read the model's card and build the plan; creates nothing. With
+    ``load_engine`` (blocks running in this process) the engine is loaded too, so that weights
+    that do not load are refused before any output exists."""
     source_spec, model_spec, engine_options = _specs(input, options)
-    source = open_source(source_spec)
-    engine = cached_engine(model_spec, engine_options)
-    plan = _make_plan(source, options, engine.model.output_stride)
+    source = open_source(source_spec, run_id)
+    engine = cached_engine(model_spec, engine_options) if load_engine else None
+    card = engine.model.card if engine else model_card(model_spec)
+    plan = _make_plan(source, options, card.output_stride)
     context = RunContext(source_spec, model_spec, engine_options, plan, str(output), options.blending,
-                         options.probabilities)
-    return Prepared(options, source, engine, plan, context)
+                         options.probabilities, run_id)
+    return Prepared(options, source, card, engine, plan, context)
 
 
 def plan(input: str, config=None, **overrides) -> dict:
@@ -91,7 +104,8 @@ def plan(input: str, config=None, **overrides) -> dict:
     options = resolve_options(config, **overrides)
     source_spec, model_spec, _ = _specs(input, options)
     source = open_source(source_spec)
-    stride, num_classes, parameters = model_geometry(model_spec)
+    card = model_card(model_spec)
+    stride, num_classes, parameters = card.output_stride, card.num_classes, card.parameters
     p = _make_plan(source, options, stride)
     return {
         "input": source.describe(),
@@ -139,11 +153,13 @@ def _location(path: str) -> str:
     return path if "://" in path else os.path.abspath(os.path.expanduser(path))
 
 
-def fingerprint(prepared: Prepared) -> dict:
-    """What must match for ``--resume`` to reuse a store's finished blocks: the input (identity,
-    size, bands, scaling and geometry), the plan and the model. Workers, batch size and device
-    may change between the two runs: they do not change a pixel."""
-    source, p, model = prepared.source, prepared.plan, prepared.engine.model
+def fingerprint(prepared: Prepared, engine_kind: dict) -> dict:
+    """What must match for ``--resume`` to reuse a store's finished blocks: everything that can
+    change a pixel. The input (identity, size, bands, scaling and geometry), the plan, the model,
+    and the engine's resolved precision and device type (``engine_kind``, as the workers resolve
+    ``auto``): bf16 and fp32, or a GPU's and a CPU's kernels, give different probabilities. The
+    number of workers, the batch size and which GPU ran may change between the two runs."""
+    source, p, model = prepared.source, prepared.plan, prepared.model
     described = source.describe()
     geometry = json.dumps(source.geometry(), sort_keys=True, default=str)
     return json.loads(json.dumps({
@@ -155,6 +171,7 @@ def fingerprint(prepared: Prepared) -> dict:
                  "probabilities": prepared.options.probabilities},
         "model": {"architecture": model.spec.architecture, "weights": model.weights_identity,
                   "num_classes": model.num_classes},
+        "engine": engine_kind,
     }, default=str))
 
 
@@ -170,15 +187,16 @@ def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def _open_for_resume(output: str, prepared: Prepared) -> MaskStore:
+def _open_for_resume(output: str, expected: dict, run_id: str) -> MaskStore:
     try:
         store = MaskStore.open(output, mode="r+")
     except TilepipeError:
         raise TilepipeError(f"{output}: nothing to resume (no tilepipe store there); run without --resume") from None
-    changed = _differences(store.info.get("fingerprint", {}), fingerprint(prepared))
+    changed = _differences(store.info.get("fingerprint", {}), expected)
     if changed:
         raise TilepipeError(f"{output}: cannot resume, the store was made with a different "
                             f"{'; '.join(changed[:3])}; the store is left untouched")
+    store.claim(run_id)
     return store
 
 
@@ -189,38 +207,54 @@ def run(input: str, output: str, options: RunOptions | None = None, *, config=No
     Options come from defaults, the YAML ``config``, ``options`` and keyword overrides, in that
     order. Raises :class:`TilepipeError` for bad input (before any output exists) and
     :class:`RunFailed` when blocks fail (the store stays incomplete). With ``resume=True`` an
-    existing store made from the same input, plan and model is completed: only its unfinished
-    blocks run."""
+    existing store made from the same input, plan, model and precision is completed: only its
+    unfinished blocks run.
+
+    While the run is live it holds the store's lease: another run on the same output (with or
+    without ``overwrite`` or ``resume``) is refused, naming this one. A dead run's lease is taken
+    over."""
     t0 = time.perf_counter()
     options = resolve_options(config, options, **overrides)
     if options.resume and options.overwrite:
         raise TilepipeError("--resume and --overwrite contradict each other; choose one")
     scheduling = Scheduling(options.workers, options.cluster, options.scheduler)
     input, output = _location(str(input)), _location(str(output))
+    run_id = uuid.uuid4().hex[:12]
+    lease = Lease.acquire(output, run_id)
+    try:
+        return _run_leased(input, output, options, scheduling, run_id, progress, t0)
+    finally:
+        lease.release()
+
+
+def _run_leased(input: str, output: str, options: RunOptions, scheduling: Scheduling, run_id: str,
+                progress: Progress | None, t0: float) -> Summary:
     replacing = False if options.resume else check_output(output, options.overwrite)
-    prepared = prepare(input, output, options)
-    source, engine, p = prepared.source, prepared.engine, prepared.plan
-    if options.resume:
-        store = _open_for_resume(output, prepared)
-        done = store.done_blocks()
-        todo = [b.index for b in p.blocks() if not done[b.index]]
-    else:
-        if replacing:
-            remove_output(output)
-        store = MaskStore.create(
-            output, p, engine.model.num_classes, options.probabilities,
-            attrs={
-                **source.geometry(),
-                "nodata": 255,
-                "class_names": list(engine.model.class_names),
-                "tilepipe": {"input": input, "options": options.to_json(), "model": engine.model.describe(),
-                             "fingerprint": fingerprint(prepared)},
-            },
-            coordinates=source.coordinates(),
-        )
-        todo = [b.index for b in p.blocks()]
-    reused = p.block_count - len(todo)
+    prepared = prepare(input, output, options, run_id, load_engine=not scheduling.distributed)
+    source, model, p = prepared.source, prepared.model, prepared.plan
     with runner(scheduling) as blocks_runner:
+        expected = fingerprint(prepared, blocks_runner.engine_kind(prepared.context.engine))
+        if options.resume:
+            store = _open_for_resume(output, expected, run_id)
+            done = store.done_blocks()
+            todo = [b.index for b in p.blocks() if not done[b.index]]
+        else:
+            if replacing:
+                remove_output(output)
+            store = MaskStore.create(
+                output, p, model.num_classes, options.probabilities,
+                attrs={
+                    **source.geometry(),
+                    "nodata": 255,
+                    "class_names": list(model.class_names),
+                    "tilepipe": {"input": input, "options": options.to_json(), "model": model.describe(),
+                                 "fingerprint": expected},
+                },
+                coordinates=source.coordinates(),
+                run_id=run_id,
+            )
+            todo = [b.index for b in p.blocks()]
+        reused = p.block_count - len(todo)
         if progress:
             progress.begin(len(todo), {i: p.block(i).core.area / 1e6 for i in todo}, reused)
             progress.connected(blocks_runner.dashboard)

@@ -19,7 +19,6 @@ back as a report with its error, and the other blocks go on.
 from __future__ import annotations
 
 import os
-import uuid
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Callable
@@ -28,6 +27,7 @@ import dask
 from dask.callbacks import Callback
 
 from .blocks import BlockReport, RunContext, process_block
+from .engine import EngineOptions, resolve_device, resolve_precision
 from .errors import TilepipeError
 
 
@@ -64,6 +64,13 @@ class Scheduling:
         return f"in-process threads ({self.workers})"
 
 
+def engine_kind(options: EngineOptions) -> dict:
+    """The device type and precision ``options`` resolve to in this process (``auto`` depends on
+    the machine), without loading a model: part of a run's ``--resume`` fingerprint."""
+    device = resolve_device(options.device)
+    return {"device_type": device.type, "precision": resolve_precision(options.precision, device)}
+
+
 class _Progress(Callback):
     def __init__(self, on_report: Callable[[BlockReport], None]):
         super().__init__()
@@ -81,6 +88,9 @@ class ThreadRunner:
 
     def __init__(self, workers: int):
         self.slots = workers
+
+    def engine_kind(self, options: EngineOptions) -> dict:
+        return engine_kind(options)
 
     def run(self, ctx: RunContext, indices: list[tuple[int, ...]],
             on_report: Callable[[BlockReport], None] | None = None) -> list[BlockReport]:
@@ -105,15 +115,20 @@ class DistributedRunner:
         self.resources = {"GPU": 1} if gpus else None
         self.slots = int(gpus) if gpus else sum(w.get("nthreads", 1) for w in workers)
 
+    def engine_kind(self, options: EngineOptions) -> dict:
+        """As the workers resolve it (asked of each; none loads a model). Workers that disagree,
+        say GPU and CPU workers on one scheduler, give every kind they resolve to, joined by "+"."""
+        kinds = list(self.client.run(engine_kind, options).values())
+        return {key: "+".join(sorted({kind[key] for kind in kinds})) for key in ("device_type", "precision")}
+
     def run(self, ctx: RunContext, indices: list[tuple[int, ...]],
             on_report: Callable[[BlockReport], None] | None = None) -> list[BlockReport]:
         from distributed import as_completed
 
         if ctx.store_url.startswith("memory://"):
             raise TilepipeError("a memory:// store lives in this process only; give a path or URL every worker can reach")
-        run_id = uuid.uuid4().hex[:8]
         futures = [
-            self.client.submit(process_block, ctx, index, key=f"tilepipe-{run_id}-block-{'-'.join(map(str, index))}",
+            self.client.submit(process_block, ctx, index, key=f"tilepipe-{ctx.run_id}-block-{'-'.join(map(str, index))}",
                                resources=self.resources, pure=False)
             for index in indices
         ]

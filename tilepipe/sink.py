@@ -16,6 +16,11 @@ Every block core is a whole number of chunks, so one task owns each chunk: no lo
 read-modify-write. A block's record is set only after its chunks are written, and the group
 attribute ``tilepipe.complete`` becomes true only at the very end of a run, so a reader (or
 ``--resume``) can always tell a finished store from a partial one.
+
+The attribute ``tilepipe.run_id`` names the run that writes the store (set when a run creates or
+resumes it). A handle opened for a run writes only while the store still names that run: if the
+store was replaced or taken over meanwhile, it refuses instead of writing into someone else's
+arrays (which may have another shape or chunking).
 """
 
 from __future__ import annotations
@@ -39,7 +44,8 @@ def local_or_url(url: str) -> str:
     return url.removeprefix("file://")
 
 
-def _fs_path(url: str):
+def fs_path(url: str):
+    """``(fsspec filesystem, path in it)`` for a store URL or local path."""
     return fsspec.core.url_to_fs(local_or_url(url))
 
 
@@ -47,7 +53,7 @@ def check_output(url: str, overwrite: bool) -> bool:
     """Refuse to clobber: an existing output needs ``overwrite``, and even then only a tilepipe
     store (or an empty folder) may be replaced, never an unrelated file or directory.
     Returns whether something is there to replace; deletes nothing."""
-    fs, path = _fs_path(url)
+    fs, path = fs_path(url)
     if not fs.exists(path):
         return False
     if not overwrite:
@@ -60,7 +66,7 @@ def check_output(url: str, overwrite: bool) -> bool:
 
 
 def remove_output(url: str) -> None:
-    fs, path = _fs_path(url)
+    fs, path = fs_path(url)
     fs.rm(path, recursive=True)
 
 
@@ -85,17 +91,20 @@ def _no_empty_chunk_check(array: zarr.Array) -> zarr.Array:
 class MaskStore:
     """A tilepipe Zarr store, opened for writing blocks or for reading the result."""
 
-    def __init__(self, url: str, group: zarr.Group):
+    def __init__(self, url: str, group: zarr.Group, run_id: str | None = None):
         self.url = url
         self.group = group
+        self.run_id = run_id
+        """The run this handle writes for; None for a reader."""
         self.mask = _no_empty_chunk_check(group["mask"])
         self.blocks = group["blocks"]
         self.probabilities = _no_empty_chunk_check(group["probabilities"]) if "probabilities" in group else None
 
     @classmethod
     def create(cls, url: str, plan: Plan, num_classes: int, probabilities: bool, attrs: dict,
-               coordinates: dict[str, np.ndarray] | None = None) -> MaskStore:
-        attrs = {**attrs, "tilepipe": {**attrs.get("tilepipe", {}), "format": STORE_FORMAT, "complete": False}}
+               coordinates: dict[str, np.ndarray] | None = None, run_id: str | None = None) -> MaskStore:
+        attrs = {**attrs, "tilepipe": {**attrs.get("tilepipe", {}), "format": STORE_FORMAT, "complete": False,
+                                       "run_id": run_id}}
         group = zarr.open_group(local_or_url(url), mode="w", zarr_format=3, attributes=attrs)  # attributes first: never a bare group
         plane = (plan.height, plan.width)
         chunks = (plan.chunk_size, plan.chunk_size)
@@ -123,17 +132,40 @@ class MaskStore:
                                                  "GeoTransform": " ".join(map(str, _gdal_geotransform(attrs["transform"])))})
             ref[...] = 0
             group["mask"].attrs.update({"grid_mapping": "spatial_ref", "coordinates": "spatial_ref"})
-        return cls(url, group)
+        return cls(url, group, run_id)
 
     @classmethod
-    def open(cls, url: str, mode: str = "r") -> MaskStore:
+    def open(cls, url: str, mode: str = "r", run_id: str | None = None) -> MaskStore:
+        """Open for reading, or (``run_id``) for writing the blocks of that run, which must be the
+        run the store names."""
         try:
             group = zarr.open_group(local_or_url(url), mode=mode)
         except (FileNotFoundError, zarr.errors.BaseZarrError):
             raise TilepipeError(f"{url}: no Zarr store there") from None
         if "tilepipe" not in group.attrs:
             raise TilepipeError(f"{url}: a Zarr group, but not one tilepipe wrote")
-        return cls(url, group)
+        store = cls(url, group, run_id)
+        if run_id is not None:
+            store.check_owner()
+        return store
+
+    def claim(self, run_id: str) -> None:
+        """Make ``run_id`` the store's writer (a resumed run); its handles refuse any other run."""
+        self.run_id = run_id
+        self.group.attrs["tilepipe"] = {**self.info, "run_id": run_id}
+
+    def check_owner(self) -> None:
+        """Refuse to write unless the store, as stored now (not as this handle last saw it), still
+        names this handle's run."""
+        fs, path = fs_path(self.url)
+        try:
+            stored = json.loads(fs.cat(f"{path}/zarr.json"))["attributes"]["tilepipe"].get("run_id")
+        except (FileNotFoundError, KeyError, ValueError):
+            stored = None
+        if stored != self.run_id:
+            now = f"now belongs to run {stored}" if stored else "is gone or no longer a tilepipe store"
+            raise TilepipeError(f"{self.url}: the store {now}, not to run {self.run_id}: it was replaced or taken "
+                                "over while this run was writing; nothing more is written for this run")
 
     @property
     def info(self) -> dict:
@@ -149,6 +181,8 @@ class MaskStore:
         core = block.core
         where = (slice(core.row, core.row_stop), slice(core.col, core.col_stop))
         lead = () if block.plane is None else self.stack_index(block.plane)
+        if self.run_id is not None:
+            self.check_owner()
         if labels is not None:
             self.mask[lead + where] = labels
         if probabilities is not None and self.probabilities is not None:
@@ -166,8 +200,10 @@ class MaskStore:
         """Keep the summary in the store's attributes (it travels with the store) and write
         ``summary.json`` and ``summary.md`` beside the store, named after it. Files inside the
         store would make zarr warn about unknown objects whenever a group is listed."""
+        if self.run_id is not None:
+            self.check_owner()
         self.group.attrs["tilepipe"] = {**self.info, "summary": summary_json}
-        fs, path = _fs_path(self.url)
+        fs, path = fs_path(self.url)
         stem = path.rstrip("/").removesuffix(".zarr")
         written = []
         for suffix, text in (("summary.json", json.dumps(summary_json, indent=2)), ("summary.md", markdown)):
@@ -184,4 +220,6 @@ class MaskStore:
         return summary
 
     def mark_complete(self) -> None:
+        if self.run_id is not None:
+            self.check_owner()
         self.group.attrs["tilepipe"] = {**self.info, "complete": True}

@@ -79,8 +79,7 @@ def build_summary(prepared, reports: list[BlockReport], store_url: str, setup_se
     from .tactics import tactics_used
 
     finalize_start = time.perf_counter()
-    p, source, engine = prepared.plan, prepared.source, prepared.engine
-    model, options = engine.model, prepared.options
+    p, source, model, options = prepared.plan, prepared.source, prepared.model, prepared.options
     busy = {stage: sum(r.seconds.get(stage, 0.0) for r in reports) for stage in STAGES}
     busy_total = sum(busy.values())
     tiles = sum(r.tiles for r in reports)
@@ -104,6 +103,7 @@ def build_summary(prepared, reports: list[BlockReport], store_url: str, setup_se
         "tilepipe_summary": 1,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "status": "failed" if failed else "complete",
+        "run_id": prepared.context.run_id,
         "warnings": warnings,
         "input": {**described, "megapixels": _r(p.megapixels, 6)},
         "output": {"store": store_url, "mask_shape": [*p.stack_shape, p.height, p.width],
@@ -115,7 +115,7 @@ def build_summary(prepared, reports: list[BlockReport], store_url: str, setup_se
             "macs_note": "multiply-adds of one forward pass as run (no auxiliary head), counted at run time "
                          "with torch.utils.flop_counter on a meta-device copy",
         },
-        "engine": engine.describe(),
+        "engine": engine_as_run(reports, prepared.engine),
         "plan": {
             "tile": [p.tile_height, p.tile_width],
             "overlap": p.grid.overlap,
@@ -179,6 +179,47 @@ def build_summary(prepared, reports: list[BlockReport], store_url: str, setup_se
     data["bottleneck"] = bottleneck(data, p, model)
     data["tactics"] = tactics_used(data)
     return Summary(json.loads(json.dumps(data, default=_jsonable)))  # plain JSON types, as stored
+
+
+def engine_as_run(reports: list[BlockReport], local_engine=None) -> dict:
+    """The engine as the block reports describe it: what ran, on whichever workers ran it.
+
+    Each report carries its worker's engine (``Engine.describe()``); a figure all workers agree on
+    is given as is, one they differ on as the distinct values joined by " + " (batch sizes
+    chosen per tile shape are merged). Warm-up seconds add up over workers. With no block run (a
+    resumed store with nothing left) the engine of this process stands in, if it was loaded."""
+    per_worker = {r.worker: r.engine for r in reports if r.engine}  # a worker's last report is its latest state
+    engines = list(per_worker.values())
+    if not engines:
+        if local_engine is None:
+            return {"device": "none (no block ran)", "device_name": "none", "peak_tflops": None, "precision": "none",
+                    "batch_size": "none", "torch_threads": 0, "compile_warmup_seconds": 0.0, "tactics": {},
+                    "workers_reporting": 0}
+        engines = [local_engine.describe()]
+
+    def agreed(key):
+        values = [e[key] for e in engines]
+        if all(v == values[0] for v in values):
+            return values[0]
+        if all(isinstance(v, dict) for v in values):
+            return {k: v for d in values for k, v in d.items()}
+        return " + ".join(sorted({json.dumps(v) if isinstance(v, dict) else str(v) for v in values}))
+
+    tactics = {}
+    for e in engines:
+        tactics.update(e["tactics"])
+    peaks = {e["peak_tflops"] for e in engines}
+    return {
+        "device": agreed("device"),
+        "device_name": agreed("device_name"),
+        "peak_tflops": peaks.pop() if len(peaks) == 1 else None,
+        "precision": agreed("precision"),
+        "batch_size": agreed("batch_size"),
+        "torch_threads": agreed("torch_threads"),
+        "compile_warmup_seconds": round(sum(e["compile_warmup_seconds"] for e in engines), 4),
+        "tactics": tactics,
+        "workers_reporting": len(per_worker) or 1,
+    }
 
 
 def _chunks(core, chunk: int) -> int:
@@ -246,7 +287,7 @@ def render_markdown(d: dict) -> str:
         lines.append("")
     mp = inp["megapixels"]
     lines += [
-        f"Status: **{d['status']}**, {d['created']}. {thr['megapixels_processed']} MP in {timing['wall_seconds']:.2f} s: "
+        f"Status: **{d['status']}**, {d['created']}, run {d.get('run_id') or '-'}. {thr['megapixels_processed']} MP in {timing['wall_seconds']:.2f} s: "
         f"**{thr['megapixels_per_second']} MP/s** on {eng['device']} ({eng['device_name']}). "
         f"Store `{d['output']['store']}`, mask {' x '.join(map(str, d['output']['mask_shape']))} uint8.",
         "",
