@@ -2,8 +2,9 @@
 
 The pieces, one module each: :mod:`.dicom_files` finds instances and reads headers only,
 :mod:`.dicom_stack` orders a series or multi-frame into planes, :mod:`.dicom_wsi` lays out a
-whole-slide level as tiles, :mod:`.dicom_pixels` decodes single frames and checks up front that
-they will decode, :mod:`.dicom_window` picks the intensity window. :class:`DicomSource` joins them
+whole-slide level as tiles, :mod:`.dicom_frames` reads single frames (each file parsed once per
+process), :mod:`.dicom_pixels` checks up front that they will decode and turns them into values,
+:mod:`.dicom_window` picks the intensity window. :class:`DicomSource` joins them
 behind the :class:`~tilepipe.sources.Source` protocol.
 
 Opening validates everything that can fail without decoding the series (series choice, geometry,
@@ -66,7 +67,7 @@ class DicomSource:
         self.warnings = [*self.layout.warnings, *choice.warnings]
 
     def _decode(self, frame: Frame) -> np.ndarray:
-        raw = decode_frame(frame.path, frame.index, frame.deflated)
+        raw = decode_frame(frame.path, frame.index)
         expected = (self.first.rows, self.first.columns) + ((self.first.samples,) if self.pixels.color else ())
         if raw.shape != expected:
             raise TilepipeError(f"{frame.path}: frame {frame.index + 1} decodes to {raw.shape}, expected {expected}")

@@ -1,9 +1,8 @@
 """Pixels of a DICOM frame: decoding one frame at a time, checking up front that decoding will work,
 and turning decoded values into what the model's scaling sees.
 
-pydicom 3's ``pixel_array(path, index=i)`` reads the header and then only frame ``i`` (native data
-by offset, encapsulated data through its offset table or fragments) and closes the file, so a block
-decodes just the frames it needs and no decoder state is shared between threads. Before a run, the
+Frames come from the process's :mod:`.dicom_frames` readers: each file's header is parsed and its
+frames located once, and a block decodes just the frames it needs. Before a run, the
 transfer syntax is matched to an installed decoder and the pixel data's extent is checked against
 the file's size from element headers alone, so a missing plugin or a truncated file stops the run
 before any output exists, without decoding the series.
@@ -20,13 +19,11 @@ from dataclasses import dataclass
 from typing import Callable, Hashable
 
 import numpy as np
-import pydicom
-from pydicom.pixels import get_decoder, pixel_array
+from pydicom.pixels import get_decoder
 from pydicom.uid import (
     HTJ2K,
     JPEG2000,
     UID,
-    DeflatedExplicitVRLittleEndian,
     HTJ2KLossless,
     HTJ2KLosslessRPCL,
     JPEG2000Lossless,
@@ -40,6 +37,7 @@ from pydicom.uid import (
 
 from ..errors import TilepipeError
 from .dicom_files import Instance
+from .dicom_frames import READERS, fragment_items, truncated
 
 # Whole-slide JPEG frames often say RGB while their JFIF marker says YCbCr. pydicom warns on every
 # frame but decodes them right (checked against Pillow on the wsi_cmu1 sample), so the warning is
@@ -62,7 +60,6 @@ INSTALL_HINTS = {
     HTJ2K: _OPENJPEG,
 }
 SUPPORTED_PHOTOMETRIC = {"MONOCHROME1", "MONOCHROME2", "RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT"}
-ITEM, SEQUENCE_END = (0xFFFE, 0xE000), (0xFFFE, 0xE0DD)
 
 
 def check_decodable(instance: Instance) -> None:
@@ -89,7 +86,7 @@ def check_pixel_data(instance: Instance) -> None:
     data: the fragment items are walked by their headers (8 bytes each, never their contents) up
     to the sequence delimiter, which must be there, with at least one fragment per frame."""
     syntax = UID(instance.transfer_syntax)
-    if syntax == DeflatedExplicitVRLittleEndian:
+    if instance.deflated:
         return  # offsets point into the inflated stream; the decoder reports a short stream itself
     size = os.path.getsize(instance.path)
     endian = "<" if syntax.is_little_endian else ">"
@@ -98,20 +95,22 @@ def check_pixel_data(instance: Instance) -> None:
         wanted = 8 if syntax.is_implicit_VR else 12
         header = f.read(wanted)
         if len(header) < wanted:
-            _truncated(instance, "its pixel data element is cut off")
+            raise truncated(instance.path, "its pixel data element is cut off")
         length = struct.unpack(endian + "L", header[4:8] if syntax.is_implicit_VR else header[8:12])[0]
         value_at = instance.pixel_offset + len(header)
         if length == 0xFFFFFFFF:
-            fragments = _count_fragments(f, value_at, size, instance)
+            fragments = len(fragment_items(f, value_at, size, instance.path)[0]) - 1  # less the Basic Offset Table
             if fragments < instance.number_of_frames:
-                _truncated(instance, f"it has {fragments} compressed fragment(s) for {instance.number_of_frames} frames")
+                raise truncated(instance.path, f"it has {fragments} compressed fragment(s) for "
+                                               f"{instance.number_of_frames} frames")
             return
     if syntax.is_encapsulated:
         raise TilepipeError(f"{instance.path}: transfer syntax {syntax.name} but the pixel data is not "
                             f"encapsulated (it has a defined length); the file is malformed")
     needed = native_frame_bytes(instance) * instance.number_of_frames
     if value_at + length > size or length < needed:
-        _truncated(instance, f"its pixel data needs {needed} bytes, the file holds {max(0, min(length, size - value_at))}")
+        held = max(0, min(length, size - value_at))
+        raise truncated(instance.path, f"its pixel data needs {needed} bytes, the file holds {held}")
 
 
 def native_frame_bytes(instance: Instance) -> int:
@@ -123,37 +122,12 @@ def native_frame_bytes(instance: Instance) -> int:
     return pixels * samples * instance.bits_allocated // 8
 
 
-def _count_fragments(f, position: int, size: int, instance: Instance) -> int:
-    """Items after the Basic Offset Table, up to the sequence delimiter."""
-    items = 0
-    while True:
-        f.seek(position)
-        head = f.read(8)
-        if len(head) < 8:
-            _truncated(instance, "its compressed pixel data ends before the sequence delimiter")
-        group, element, length = struct.unpack("<HHL", head)
-        if (group, element) == SEQUENCE_END:
-            return items - 1
-        if (group, element) != ITEM:
-            raise TilepipeError(f"{instance.path}: corrupt compressed pixel data (tag ({group:04X},{element:04X}) "
-                                f"where a fragment item should be)")
-        position += 8 + length
-        if position > size:
-            _truncated(instance, "a compressed fragment runs past the end of the file")
-        items += 1
-
-
-def _truncated(instance: Instance, why: str):
-    raise TilepipeError(f"{instance.path}: the file looks truncated ({why})")
-
-
-def decode_frame(path: str, index: int, deflated: bool = False) -> np.ndarray:
-    """Frame ``index`` (0-based) of ``path``: (rows, cols) or (rows, cols, samples), YBR as RGB.
-
-    A deflated file is inflated whole first: pydicom reads frames from a path only when the
-    dataset is not compressed as a whole."""
+def decode_frame(path: str, index: int) -> np.ndarray:
+    """Frame ``index`` (0-based) of ``path``: (rows, cols) or (rows, cols, samples), YBR as RGB."""
     try:
-        return pixel_array(pydicom.dcmread(path) if deflated else path, index=index)
+        return READERS.get(path).frame(index)
+    except TilepipeError:
+        raise
     except Exception as exc:  # decoders raise anything from ValueError to RuntimeError
         # pydicom lists each plugin's reason on its own line: keep them all, on one line
         text = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__

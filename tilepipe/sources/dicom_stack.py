@@ -42,7 +42,6 @@ class Frame:
     """0-based frame index within the file."""
     slope: float = 1.0
     intercept: float = 0.0
-    deflated: bool = False
 
 
 @dataclass(frozen=True)
@@ -57,7 +56,7 @@ class Plane:
 
     @property
     def frame(self) -> Frame:
-        return Frame(self.instance.path, self.index, self.info.slope, self.info.intercept, self.instance.deflated)
+        return Frame(self.instance.path, self.index, self.info.slope, self.info.intercept)
 
     def __str__(self) -> str:
         return self.instance.path + (f" frame {self.index + 1}" if self.instance.number_of_frames > 1 else "")

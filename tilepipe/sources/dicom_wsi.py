@@ -101,7 +101,7 @@ class SlideLayout:
         self.height, self.width = slide.total_rows, slide.total_columns
 
     def _frame(self, index: int) -> Frame:
-        return Frame(self.instance.path, index, deflated=self.instance.deflated)
+        return Frame(self.instance.path, index)
 
     def frames_under(self, window: Window, plane: int | None) -> list[tuple[Frame, Window]]:
         return [(self._frame(index), part) for index, part in self.tiles.frames_under(window)]
