@@ -107,8 +107,9 @@ def test_the_real_diffusion_pair_is_two_volumes_of_one_slice(tmp_path):
 
 def test_an_enhanced_image_with_two_temporal_positions(tmp_path):
     path = write_enhanced_temporal(dicom_data("multiframe", "emri_small.dcm"), tmp_path / "temporal.dcm")
-    store, _ = run(path, tmp_path / "mask.zarr")
+    store, _ = run(path, tmp_path / "mask.zarr", probabilities=True)
     assert store.mask.shape == (2, 5, 64, 64)
+    assert store.probabilities.shape[:2] == (2, 5) and store.probabilities.shape[3:] == (64, 64)
     d = store.group.attrs["dicom"]
     frames = pydicom.dcmread(path, stop_before_pixels=True).PerFrameFunctionalGroupsSequence
     time = [int(f.FrameContentSequence[0].TemporalPositionIndex) for f in frames]
@@ -118,8 +119,9 @@ def test_an_enhanced_image_with_two_temporal_positions(tmp_path):
         assert {time[n - 1] for n in numbers} == {v + 1}
         assert d["volumes"][v]["slice_positions"] == [
             [float(x) for x in frames[n - 1].PlanePositionSequence[0].ImagePositionPatient] for n in numbers]
-    kept, _ = run(path, tmp_path / "t1.zarr", select="TemporalPositionIndex=1")
-    assert kept.mask.shape == (5, 64, 64) and np.array_equal(kept.mask[...], store.mask[0])
+    kept, _ = run(path, tmp_path / "t2.zarr", select="TemporalPositionIndex=2", probabilities=True)
+    assert kept.mask.shape == (5, 64, 64) and np.array_equal(kept.mask[...], store.mask[1])
+    assert np.array_equal(kept.probabilities[...], store.probabilities[1])  # each plane's own, in its place
     written = export(str(tmp_path / "mask.zarr"), "dicom-seg", str(tmp_path / "seg.dcm")).split("\n")
     assert written == [str(tmp_path / "seg_volume0.dcm"), str(tmp_path / "seg_volume1.dcm")]
     for v, seg_path in enumerate(written):

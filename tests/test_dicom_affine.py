@@ -81,6 +81,20 @@ def test_a_missing_slice_writes_no_affine_and_says_why(tmp_path):
     assert d["slice_positions"] == [[float(v) for v in found[u].ImagePositionPatient] for u in d["sop_instance_uids"]]
 
 
+def test_a_tilted_series_with_a_gap_has_no_affine_but_states_its_tilt(tmp_path):
+    """The issue's head CT: tilted and with a larger gap. No affine can hold it; the tilt is still
+    measured from the positions and stated."""
+    orientation, positions = tilted_positions(9, 2.5, TILT)
+    write_ct_series(tmp_path / "in", 9, orientation=orientation, positions=positions, skip=(4,), gantry_tilt=TILT)
+    source = open_source(SourceSpec(str(tmp_path / "in")))
+    d = source.geometry()["dicom"]
+    assert d["affine"] is None and "1 gap(s)" in d["irregular_slices"]
+    assert d["gantry_tilt_degrees"] == pytest.approx(TILT, abs=0.01)
+    [tilt] = [w for w in source.warnings if "gantry tilt" in w]
+    assert f"{TILT:.2f} deg" in tilt and "sheared" not in tilt
+    assert source.describe()["gantry_tilt_degrees"] == pytest.approx(TILT, abs=0.01)
+
+
 def test_uneven_spacing_without_a_gap_writes_no_affine(tmp_path):
     steps = [0.0, 2.0, 4.0, 6.6, 8.6, 10.6]  # one step 30 % long: uneven, not a missing slice
     write_ct_series(tmp_path / "uneven", 6, positions=[(-160.0, -160.0, z) for z in steps])

@@ -155,30 +155,31 @@ class StackLayout:
         return Volume(ordered, order, slice_steps([p.info.position for p in ordered], self.orientation), labels)
 
     def _affine_warnings(self, path: str) -> None:
-        """Warn when no affine can be written, and say so for a tilted stack (its affine is sheared)."""
+        """Warn when no affine can be written, and state a gantry tilt (a regular tilted stack's
+        affine is sheared)."""
         first = self.volumes[0]
-        for volume in self.volumes:
-            if volume.steps.irregular:
-                where = f"{path} ({describe_labels(volume.labels)})" if volume.labels else path
-                self.warnings.append(f"{where}: no affine written, the slices are not regularly spaced "
-                                     f"({volume.steps.irregular}); each slice's ImagePositionPatient is kept "
-                                     f"in attrs dicom.slice_positions")
-                return
+        irregular = next((v for v in self.volumes if v.steps.irregular), None)
         moved = [v for v in self.volumes[1:] if not np.allclose(v.positions(), first.positions(),
                                                                 atol=STEP_TOLERANCE * max(first.order.median_spacing or 1, 1e-3))]
-        if moved:
+        if irregular is not None:
+            where = f"{path} ({describe_labels(irregular.labels)})" if irregular.labels else path
+            self.warnings.append(f"{where}: no affine written, the slices are not regularly spaced "
+                                 f"({irregular.steps.irregular}); each slice's ImagePositionPatient is kept "
+                                 f"in attrs dicom.slice_positions")
+        elif moved:
             self.warnings.append(f"{path}: no affine written, volume {self.volumes.index(moved[0])} "
                                  f"({describe_labels(moved[0].labels)}) sits elsewhere than volume 0; each volume's "
                                  f"slice positions are kept in attrs dicom.volumes")
             self.volumes = tuple(replace(v, steps=replace(v.steps, step=None, irregular="the volumes sit at "
                                                           "different positions")) for v in self.volumes)
-            return
+        first = self.volumes[0]
         if first.steps.tilt_degrees:
             tag = first.planes[0].instance.gantry_tilt
             stated = f", GantryDetectorTilt {tag:g} deg" if tag is not None else ""
-            self.warnings.append(f"{path}: gantry tilt {first.steps.tilt_degrees:.2f} deg (the slice origins step "
-                                 f"that far off the slice normal{stated}); the affine's slice column is that real, "
-                                 f"sheared step, which tools needing an orthogonal affine (NIfTI qform, ITK) cannot hold")
+            sheared = (", so the affine's slice column is that real, sheared step, which tools needing an "
+                       "orthogonal affine (NIfTI qform, ITK) cannot hold") if first.steps.step else ""
+            self.warnings.append(f"{path}: gantry tilt {first.steps.tilt_degrees:.2f} deg: the slice origins step "
+                                 f"that far off the slice normal{stated}{sheared}")
 
     def frames_under(self, window: Window, plane: int | None) -> list[tuple[Frame, Window]]:
         return [(self.planes[plane or 0].frame, Window(0, 0, self.height, self.width))]
