@@ -232,7 +232,7 @@ def test_the_summary_engine_is_what_the_workers_reported():
                           _report("b:2", "cuda:0", "bf16", {"512x512": 16}, {"mixed_precision": "bf16"})])
     assert same["device"] == "cuda:0" and same["precision"] == "bf16" and same["batch_size"] == {"512x512": 16}
     assert same["tactics"] == {"channels_last": True, "mixed_precision": "bf16"}
-    assert same["workers_reporting"] == 2 and same["compile_warmup_seconds"] == 3.0
+    assert same["engines_reporting"] == 2 and same["compile_warmup_seconds"] == 3.0
     mixed = engine_as_run([_report("a:1", "cuda:0", "bf16", 8, {}), _report("b:2", "cpu", "fp32", 4, {})])
     assert mixed["device"] == "cpu + cuda:0" and mixed["precision"] == "bf16 + fp32" and mixed["batch_size"] == "4 + 8"
 
@@ -244,7 +244,7 @@ def test_a_distributed_client_never_loads_the_model(image, tmp_path):
     summary = tilepipe.run(image, tmp_path / "d.zarr", cluster="local:2", **COARSE)
     assert cached_model.cache_info().currsize == 0  # the workers loaded it, this process did not
     assert summary["engine"]["device"] == "cpu" and summary["engine"]["precision"] == "fp32"
-    assert 1 <= summary["engine"]["workers_reporting"] <= 2
+    assert 1 <= summary["engine"]["engines_reporting"] <= 2
     assert summary["model"]["parameters"] > 0 and summary["model"]["macs_per_tile"] > 0
 
 
@@ -262,3 +262,19 @@ def test_the_model_card_needs_no_device_and_matches_the_loaded_model(tmp_path):
     assert card.parameters == sum(p.numel() for p in StandIn(4).parameters())  # counted apart, on the CPU
     with pytest.raises(tilepipe.TilepipeError, match="five.pth: not a stand-in checkpoint"):
         model_card(ModelSpec("standin", str(wrong)))
+
+
+def test_a_lease_taken_over_is_neither_renewed_nor_removed_by_its_old_holder(tmp_path):
+    out = tmp_path / "l.zarr"
+    mine = lease.Lease.acquire(str(out), "aaaaaaaaaaaa")
+    try:
+        path = Path(mine.path)
+        mine.renew()
+        assert json.loads(path.read_text())["run_id"] == "aaaaaaaaaaaa"
+        usurper = {"run_id": "bbbbbbbbbbbb", "host": "elsewhere", "pid": 7, "started": 1.0, "renewed": time.time()}
+        path.write_text(json.dumps(usurper))  # as a --resume does once this lease looks dead
+        mine.renew()
+        assert mine.lost is not None and mine.lost.run_id == "bbbbbbbbbbbb"
+    finally:
+        mine.release()
+    assert json.loads(path.read_text()) == usurper

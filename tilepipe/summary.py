@@ -194,7 +194,7 @@ def engine_as_run(reports: list[BlockReport], local_engine=None) -> dict:
         if local_engine is None:
             return {"device": "none (no block ran)", "device_name": "none", "peak_tflops": None, "precision": "none",
                     "batch_size": "none", "torch_threads": 0, "compile_warmup_seconds": 0.0, "tactics": {},
-                    "workers_reporting": 0}
+                    "engines_reporting": 0}
         engines = [local_engine.describe()]
 
     def agreed(key):
@@ -218,7 +218,7 @@ def engine_as_run(reports: list[BlockReport], local_engine=None) -> dict:
         "torch_threads": agreed("torch_threads"),
         "compile_warmup_seconds": round(sum(e["compile_warmup_seconds"] for e in engines), 4),
         "tactics": tactics,
-        "workers_reporting": len(per_worker) or 1,
+        "engines_reporting": len(per_worker) or 1,
     }
 
 
