@@ -287,7 +287,8 @@ def render_markdown(d: dict) -> str:
         lines.append("")
     mp = inp["megapixels"]
     lines += [
-        f"Status: **{d['status']}**, {d['created']}, run {d.get('run_id') or '-'}. {thr['megapixels_processed']} MP in {timing['wall_seconds']:.2f} s: "
+        f"Status: **{d['status']}**, {d['created']}, run {d.get('run_id') or '-'}. "
+        f"{thr['megapixels_processed']} MP in {timing['wall_seconds']:.2f} s: "
         f"**{thr['megapixels_per_second']} MP/s** on {eng['device']} ({eng['device_name']}). "
         f"Store `{d['output']['store']}`, mask {' x '.join(map(str, d['output']['mask_shape']))} uint8.",
         "",
