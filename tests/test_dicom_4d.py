@@ -156,6 +156,19 @@ def test_repeated_positions_with_nothing_to_tell_them_apart_are_refused(tmp_path
     assert not (tmp_path / "out.zarr").exists()
 
 
+def test_volumes_of_different_slice_counts_are_refused_with_the_way_out(tmp_path):
+    paths = write_ct_series(tmp_path / "series", 4, echoes=2)
+    second_echo = [p for p in paths if int(pydicom.dcmread(p, stop_before_pixels=True).EchoNumbers) == 2]
+    second_echo[0].unlink()
+    result = cli(tmp_path / "series", "-o", tmp_path / "out.zarr")
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    [line] = [line for line in result.output.splitlines() if line.startswith("Error: ")]
+    assert "volumes by EchoNumbers" in line and "4 (EchoNumbers 1" in line and "3 (EchoNumbers 2" in line
+    assert "--select EchoNumbers=1" in line and not (tmp_path / "out.zarr").exists()
+    assert cli(tmp_path / "series", "-o", tmp_path / "out.zarr", "--select", "EchoNumbers=2").exit_code == 0
+    assert tilepipe.open(tmp_path / "out.zarr").mask.shape == (3, 64, 64)
+
+
 @pytest.mark.parametrize("select, message", [
     ("EchoNumbers=3", "no frame of .* has EchoNumbers 3 \\(values there: 1, 2\\)"),
     ("StackID=1", "no frame of .* has StackID; its frames have EchoNumbers, EchoTime"),

@@ -139,6 +139,11 @@ class StackLayout:
                                 f"duplicate position(s) in the series) and no attribute tells them apart (looked at "
                                 f"{', '.join(VOLUME_LABELS)} and enhanced dimension indices); split the series "
                                 f"before segmenting it")
+        if not split.even:
+            counts = ", ".join(f"{len(m)} ({describe_labels(v)})" for m, v in zip(split.members, split.labels))
+            example = "=".join(map(str, next(iter(split.labels[0].items()))))
+            raise TilepipeError(f"{path}: its frames make volumes by {', '.join(split.keys)}, but of different slice "
+                                f"counts: {counts}; segment one at a time with --select (e.g. --select {example})")
         return tuple(self._volume([planes[i] for i in members], labels, path)
                      for members, labels in zip(split.members, split.labels))
 

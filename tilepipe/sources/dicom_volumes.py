@@ -38,6 +38,11 @@ class VolumeSplit:
     """Each volume's values of every attribute that is constant within it and differs between
     volumes (the ``keys`` and whatever else goes with them, e.g. the b-value beside the acquisition)."""
 
+    @property
+    def even(self) -> bool:
+        """All volumes have the same number of slices (what a (volume, z, y, x) mask needs)."""
+        return len({len(m) for m in self.members}) == 1
+
 
 def _sort_key(value) -> tuple:
     """Numbers before text before absent, numbers by value."""
@@ -46,30 +51,34 @@ def _sort_key(value) -> tuple:
     return (0, value, "") if isinstance(value, (int, float)) else (1, 0, str(value))
 
 
-def _fits(groups: list[list[int]], locations: np.ndarray) -> bool:
-    """Every group holds each position at most once, and all groups have the same size."""
-    if len({len(g) for g in groups}) != 1:
-        return False
+def _one_per_position(groups: list[list[int]], locations: np.ndarray) -> bool:
     return all(np.all(np.diff(np.sort(locations[g])) >= DUPLICATE_TOLERANCE_MM) for g in groups)
 
 
 def split_volumes(labels: Sequence[Mapping[str, object]], locations: Sequence[float]) -> VolumeSplit | None:
     """Group frames (their labels and positions along the normal) into volumes; None when no
-    attribute explains the repeated positions."""
+    attribute explains the repeated positions. A split into volumes of equal slice counts wins;
+    failing that, the first split that explains the repeats but leaves volumes of different
+    counts (a volume missing slices) is returned, ``even`` False, for the caller to refuse with
+    the reason."""
     where = np.asarray(locations, float)
     keys = list(dict.fromkeys(k for frame in labels for k in frame))
     varying = [k for k in keys if len({repr(frame.get(k)) for frame in labels}) > 1]
+    uneven = None
     for size in range(1, min(MAX_KEYS, len(varying)) + 1):
         for chosen in combinations(varying, size):
             by_value: dict[tuple, list[int]] = {}
             for i, frame in enumerate(labels):
                 by_value.setdefault(tuple(frame.get(k) for k in chosen), []).append(i)
-            groups = list(by_value.values())
-            if len(groups) > 1 and _fits(groups, where):
-                ordered = sorted(by_value.items(), key=lambda item: tuple(_sort_key(v) for v in item[0]))
-                members = tuple(tuple(g) for _, g in ordered)
-                return VolumeSplit(chosen, members, _volume_labels(labels, members, varying))
-    return None
+            if len(by_value) < 2 or not _one_per_position(list(by_value.values()), where):
+                continue
+            ordered = sorted(by_value.items(), key=lambda item: tuple(_sort_key(v) for v in item[0]))
+            members = tuple(tuple(g) for _, g in ordered)
+            split = VolumeSplit(chosen, members, _volume_labels(labels, members, varying))
+            if split.even:
+                return split
+            uneven = uneven or split
+    return uneven
 
 
 def _volume_labels(labels: Sequence[Mapping[str, object]], members, varying: list[str]) -> tuple[dict, ...]:
