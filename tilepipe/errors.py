@@ -8,3 +8,10 @@ CLI prints that line and exits non-zero. Anything else escaping is a bug in tile
 
 class TilepipeError(Exception):
     """A problem with the user's input, options or environment, explained in one line."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (libraries such as GDAL and pydicom write long,
+    multi-line ones), or its type's name when it says nothing: what goes into a one-line error."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -25,7 +25,7 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
-from .errors import TilepipeError
+from .errors import TilepipeError, first_line
 from .sink import fs_path
 
 TIMEOUT_SECONDS = 60.0
@@ -114,12 +114,16 @@ class Lease:
         return lease
 
     def _create(self) -> bool:
-        self.fs.makedirs(posixpath.dirname(self.path), exist_ok=True)
+        """The first write of a run: a place where nothing can be written fails here, before any
+        output exists."""
         try:
+            self.fs.makedirs(posixpath.dirname(self.path), exist_ok=True)
             with self.fs.open(self.path, "xb") as f:
                 f.write(json.dumps(asdict(self.holder)).encode())
         except FileExistsError:
             return False
+        except OSError as exc:
+            raise TilepipeError(f"{self.url}: cannot write there ({exc.strerror or first_line(exc)})") from None
         return True
 
     def _read(self) -> Holder | None:

@@ -31,7 +31,7 @@ import fsspec
 import numpy as np
 import zarr
 
-from .errors import TilepipeError
+from .errors import TilepipeError, first_line
 from .grid import Block, Plan
 
 STORE_FORMAT = "tilepipe-mask/1"
@@ -46,7 +46,10 @@ def local_or_url(url: str) -> str:
 
 def fs_path(url: str):
     """``(fsspec filesystem, path in it)`` for a store URL or local path."""
-    return fsspec.core.url_to_fs(local_or_url(url))
+    try:
+        return fsspec.core.url_to_fs(local_or_url(url))
+    except (ValueError, ImportError) as exc:  # an unknown protocol, or one whose package is missing
+        raise TilepipeError(f"{url}: cannot use this location ({first_line(exc)})") from None
 
 
 def check_output(url: str, overwrite: bool) -> bool:
