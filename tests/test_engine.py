@@ -60,10 +60,10 @@ def test_compiled_path_pads_batches_and_times_warmup_apart(monkeypatch):
     images, valid = batch(3)
     uploaded = compiled.upload(images, valid)
     assert uploaded.images.shape[0] == 4 and uploaded.count == 3  # padded to the compiled shape
-    first, seconds = compiled.predict(uploaded)
-    assert seconds == 0.0 and compiled.warmup_seconds > 0  # the first pass per shape is warm-up
-    again, seconds = compiled.predict(compiled.upload(images, valid))
-    assert seconds > 0
+    first, timer = compiled.predict(uploaded)
+    assert timer.seconds == 0.0 and compiled.warmup_seconds > 0  # the first pass per shape is warm-up
+    again, timer = compiled.predict(compiled.upload(images, valid))
+    assert timer.seconds > 0
     expected, _ = plain.predict(plain.upload(images, valid))
     assert first.shape == expected.shape == (3, 4, 32, 32)
     torch.testing.assert_close(first, expected, rtol=1e-5, atol=1e-6)

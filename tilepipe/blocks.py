@@ -150,17 +150,21 @@ def process_block(ctx: RunContext, index: tuple[int, ...]) -> BlockReport:
         # the network runs the current one.
         pool = _reader_pool()
         pending = deque(pool.submit(prepare, b) for b in batches[:PREFETCH])
+        timers = []
         for i, batch in enumerate(batches):
             uploaded, seconds = pending.popleft().result()
             report.seconds["preprocess"] += seconds
             if i + PREFETCH < len(batches):
                 pending.append(pool.submit(prepare, batches[i + PREFETCH]))
-            probabilities, busy = engine.predict(uploaded)
-            report.seconds["forward"] += busy
+            probabilities, timer = engine.predict(uploaded)
+            timers.append(timer)
             report.forward_calls += 1
             with report.stage("stitch"):
                 for tile, probs in zip(batch, probabilities):
                     stitcher.add(tile, probs)
+        # On CUDA the passes were only queued: their device seconds are read now (waiting for the
+        # last pass, not for the device), so the blend below is not charged for the network's tail.
+        report.seconds["forward"] += sum(t.seconds for t in timers)
         with report.stage("stitch"):
             labels = stitcher.labels(core_valid)
             probs = stitcher.probabilities() if ctx.probabilities else None

@@ -5,13 +5,16 @@ serialised by a lock: several block tasks may prepare tiles and write chunks at 
 one batch occupies the device (or the CPU's cores) at a time, which is what keeps a big model's
 memory bounded and its kernels saturated. The engine always uses the channels_last memory format
 and inference mode; on CUDA it adds bf16/fp16 autocast, cuDNN autotuning, pinned host memory and
-non-blocking copies.
+non-blocking copies, and runs the network on a compute stream of its own: uploads (side stream)
+and blending (the caller's stream) overlap it, and its time is read from CUDA events rather than
+by synchronising the device (``forward_timing.py``).
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -19,6 +22,7 @@ import numpy as np
 import torch
 
 from .errors import TilepipeError
+from .forward_timing import DeviceBusyClock, ForwardTimer
 from .model import LoadedModel, ModelSpec, cached_model
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -91,11 +95,16 @@ class Engine:
     """Runs batches of tiles through the network and returns class probabilities on the device.
 
     ``upload`` (called ahead of time, from a block's prefetch thread) pins the batch and copies it
-    to the device on a side CUDA stream; ``predict`` (serialised by a lock) waits for that copy,
-    normalises on the device and runs the network, so host-to-device copies overlap compute."""
+    to the device on a side CUDA stream; ``predict`` (serialised by a lock) makes the compute
+    stream wait for that copy, normalises on the device and queues the network, so host-to-device
+    copies overlap compute. It returns without waiting for the device unless
+    ``MAX_PASSES_IN_FLIGHT`` passes are already queued, which bounds the device memory that
+    queued batches and their probabilities hold."""
 
     AUTO_CPU_BATCH = 4
     AUTO_MAX_BATCH = 64
+    MAX_PASSES_IN_FLIGHT = 2
+    """Queued-but-unfinished passes: two keep the device fed while the host queues the third."""
     DEVICE_SCALED_DTYPES = frozenset(np.dtype(t) for t in (np.uint8, np.int8, np.int16, np.int32, np.float32))
     """Source dtypes torch moves and converts in full: tiles of these go to a GPU as they are read."""
 
@@ -107,14 +116,16 @@ class Engine:
         self.device = resolve_device(options.device)
         self.precision = resolve_precision(options.precision, self.device)
         self.cuda = self.device.type == "cuda"
-        self.device_name = torch.cuda.get_device_name(self.device) if self.cuda else _cpu_name()
+        self.device_name = torch.cuda.get_device_name(self.device) if self.cuda else cpu_name()
         self.tactics = {"inference_mode": True, "channels_last": True}
         # channels_last (NHWC) suits both cuDNN's tensor-core kernels and oneDNN's CPU convolutions
         module = model.module.to(self.device).to(memory_format=torch.channels_last)
         if self.cuda:
             torch.backends.cudnn.benchmark = True
             self.copy_stream = torch.cuda.Stream(self.device)
-            self.tactics.update(cudnn_benchmark=True, pinned_memory=True, non_blocking_copies=True)
+            self.compute_stream = torch.cuda.Stream(self.device)
+            self.tactics.update(cudnn_benchmark=True, pinned_memory=True, non_blocking_copies=True,
+                                event_timing=True)
         if self.precision != "fp32":
             self.tactics["mixed_precision"] = self.precision
         if options.compile:
@@ -127,6 +138,8 @@ class Engine:
         self._batch_sizes: dict[tuple[int, int], int] = {}
         self._scaling_terms: dict = {}
         self._warm: set[tuple[int, ...]] = set()
+        self._in_flight: deque = deque()  # end events of the passes queued on the compute stream
+        self.busy_clock = DeviceBusyClock()
         self.warmup_seconds = 0.0
 
     def batch_size_for(self, height: int, width: int) -> int:
@@ -175,11 +188,11 @@ class Engine:
                 images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
                 valid = np.concatenate([valid, np.zeros((pad, *valid.shape[1:]), valid.dtype)])
         x, keep = torch.from_numpy(images), torch.from_numpy(valid)
-        terms = self._terms(scaling) if scaling is not None else None
         if not self.cuda:
-            return DeviceBatch(x, keep, count, scaling=terms)
+            return DeviceBatch(x, keep, count, scaling=self._terms(scaling) if scaling is not None else None)
         x, keep = x.pin_memory(), keep.pin_memory()
-        with torch.cuda.stream(self.copy_stream):
+        with torch.cuda.stream(self.copy_stream):  # the scaling terms' first copy is ordered before ``ready`` too
+            terms = self._terms(scaling) if scaling is not None else None
             batch = DeviceBatch(x.to(self.device, non_blocking=True), keep.to(self.device, non_blocking=True), count,
                                 torch.cuda.Event(), terms)
             batch.ready.record(self.copy_stream)
@@ -190,38 +203,58 @@ class Engine:
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
             return self.module(x.contiguous(memory_format=torch.channels_last))["out"]
 
-    def predict(self, batch: DeviceBatch) -> tuple[torch.Tensor, float]:
-        """Softmax probabilities (N, classes, h, w) float32 on the device, and the seconds the
-        forward pass held the device (a compiled model's first pass per shape is warm-up, counted
-        in ``warmup_seconds`` instead). Invalid pixels enter the network as exact zeros (the
-        normalisation mean), the value a convolution's zero padding uses at the image border. They
-        are selected with ``torch.where``, not multiplied by 0: whatever an invalid pixel holds
-        (NaN, Inf), it must not reach the network, whose image pooling would spread it over the tile."""
+    def predict(self, batch: DeviceBatch) -> tuple[torch.Tensor, ForwardTimer]:
+        """Softmax probabilities (N, classes, h, w) float32 on the device, ready for the caller's
+        current stream, and a timer of the seconds the pass held the device (read it once the
+        probabilities are consumed: on CUDA that waits for this pass alone). A compiled model's
+        first pass per shape is warm-up: timed on the host, compilation included, and counted in
+        ``warmup_seconds``; its timer reads 0."""
         with self._lock:
             start = time.perf_counter()
-            x, keep = batch.images, batch.valid
-            if self.cuda:
-                stream = torch.cuda.current_stream(self.device)
+            shape = tuple(batch.images.shape)
+            warmup = self.options.compile and shape not in self._warm
+            self._warm.add(shape)
+            if not self.cuda:
+                probs = self._probabilities(batch)
+                return probs, self._host_timer(time.perf_counter() - start, warmup)
+            while len(self._in_flight) >= self.MAX_PASSES_IN_FLIGHT:
+                self._in_flight.popleft().synchronize()  # an older pass: the device keeps the newer one
+            stream, caller = self.compute_stream, torch.cuda.current_stream(self.device)
+            began, ended = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            with torch.cuda.stream(stream):
                 stream.wait_event(batch.ready)
-                x.record_stream(stream)
-                keep.record_stream(stream)
-            if batch.scaling is not None:
-                low, span = batch.scaling
-                x = ((x.float() - low) / span).clamp_(0.0, 1.0)
-                if x.shape[1] == 1:  # a one-band image feeds the network's three channels
-                    x = x.expand(-1, 3, -1, -1)
-            x = torch.where(keep[:, None], (x - self.mean) / self.std, 0.0)
-            logits = self._forward(x)
-            probs = torch.softmax(logits[: batch.count].float(), dim=1).contiguous()  # NCHW planes for blending
-            if self.cuda:
-                torch.cuda.synchronize(self.device)
-            seconds = time.perf_counter() - start
-            shape = tuple(x.shape)
-            if self.options.compile and shape not in self._warm:
-                self._warm.add(shape)
-                self.warmup_seconds += seconds
-                seconds = 0.0
-            return probs, seconds
+                batch.images.record_stream(stream)  # allocated on the copy stream, read on this one
+                batch.valid.record_stream(stream)
+                began.record(stream)
+                probs = self._probabilities(batch)
+                ended.record(stream)
+            caller.wait_event(ended)
+            probs.record_stream(caller)  # its memory is not reused before the caller's blending ran
+            self._in_flight.append(ended)
+            if warmup:
+                ended.synchronize()
+                return probs, self._host_timer(time.perf_counter() - start, True)
+            return probs, self.busy_clock.register(ForwardTimer(start=began, end=ended))
+
+    def _host_timer(self, seconds: float, warmup: bool) -> ForwardTimer:
+        if warmup:
+            self.warmup_seconds += seconds
+        return ForwardTimer.done(seconds, warmup)
+
+    def _probabilities(self, batch: DeviceBatch) -> torch.Tensor:
+        """Invalid pixels enter the network as exact zeros (the normalisation mean), the value a
+        convolution's zero padding uses at the image border. They are selected with
+        ``torch.where``, not multiplied by 0: whatever an invalid pixel holds (NaN, Inf), it must
+        not reach the network, whose image pooling would spread it over the tile."""
+        x, keep = batch.images, batch.valid
+        if batch.scaling is not None:
+            low, span = batch.scaling
+            x = ((x.float() - low) / span).clamp_(0.0, 1.0)
+            if x.shape[1] == 1:  # a one-band image feeds the network's three channels
+                x = x.expand(-1, 3, -1, -1)
+        x = torch.where(keep[:, None], (x - self.mean) / self.std, 0.0)
+        logits = self._forward(x)
+        return torch.softmax(logits[: batch.count].float(), dim=1).contiguous()  # NCHW planes for blending
 
     def describe(self) -> dict:
         return {
@@ -233,11 +266,16 @@ class Engine:
             {f"{h}x{w}": b for (h, w), b in self._batch_sizes.items()} or "auto",
             "torch_threads": torch.get_num_threads(),
             "compile_warmup_seconds": round(self.warmup_seconds, 4),
+            "gpu_busy_fraction": _round(self.busy_clock.busy_fraction() if self.cuda else None),
             "tactics": dict(self.tactics),
         }
 
 
-def _cpu_name() -> str:
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:

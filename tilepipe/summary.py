@@ -335,6 +335,8 @@ def render_markdown(d: dict) -> str:
         f"- {thr['megapixels_per_second']} image megapixels/s, {thr['tiles_per_second']} tiles/s",
         f"- Model: {thr['model_tflops_while_running']} TFLOP/s while running, {thr['model_tflops_over_wall']} over the wall time"
         + (f", {peak:.1%} of the device's peak" if peak is not None else ""),
+        *([f"- GPU busy {eng['gpu_busy_fraction']:.1%} of the steady state (forward passes timed with CUDA events)"]
+          if eng.get("gpu_busy_fraction") is not None else []),
         "",
         "## Bottleneck",
         f"- {d['bottleneck']['stage']}: {d['bottleneck']['share_of_wall']:.1%} of the wall time",
