@@ -60,7 +60,7 @@ from rasterio.windows import Window as RioWindow  # noqa: E402
 
 import tilepipe  # noqa: E402
 from tilepipe.blocks import tile_inputs, tile_pixels  # noqa: E402
-from tilepipe.engine import PRECISIONS, EngineOptions, _cpu_name, cached_engine, resolve_device  # noqa: E402
+from tilepipe.engine import PRECISIONS, EngineOptions, cpu_name, cached_engine, resolve_device  # noqa: E402
 from tilepipe.grid import Plan, TileGrid, Window  # noqa: E402
 from tilepipe.model import ModelSpec, cached_model, load_model  # noqa: E402
 from tilepipe.pipeline import prepare, resolve_options  # noqa: E402
@@ -1012,7 +1012,7 @@ def main(argv=None) -> int:
     except ImportError:
         versions["monai"] = "not installed"
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    device_name = torch.cuda.get_device_name(args.device_obj) if args.cuda else _cpu_name()
+    device_name = torch.cuda.get_device_name(args.device_obj) if args.cuda else cpu_name()
     load_start = os.getloadavg()
     print(f"command: {command}")
     print(f"date: {started}")
