@@ -48,6 +48,15 @@ def test_busy_fraction_of_the_steady_state():
     assert clock.passes == 4 and all(t.end.waited for t in timers)
 
 
+def test_a_new_run_starts_a_new_steady_state():
+    """An engine serves several runs in one process: the idle time between them is no run's."""
+    clock = DeviceBusyClock()
+    queue(clock, 0.0, 1.0), queue(clock, 1.0, 2.0)
+    clock.reset()
+    queue(clock, 100.0, 101.0), queue(clock, 101.0, 101.5), queue(clock, 102.0, 102.5)
+    assert clock.busy_fraction() == pytest.approx(1.0 / 1.5)
+
+
 def test_busy_fraction_needs_a_steady_state():
     clock = DeviceBusyClock()
     assert clock.busy_fraction() is None

@@ -81,6 +81,13 @@ class DeviceBusyClock:
                 self.busy_seconds += timer._seconds
                 self.span_seconds = max(self.span_seconds, self._origin.elapsed_time(timer.end) / 1e3)
 
+    def reset(self) -> None:
+        """Start a new steady state (a new run on the same engine): passes still running are
+        accounted to the old one first."""
+        self.busy_fraction()
+        with self._lock:
+            self._origin, self.busy_seconds, self.span_seconds, self.passes = None, 0.0, 0.0, 0
+
     def busy_fraction(self) -> float | None:
         """Steady-state busy fraction over every pass so far (waits for those still running);
         None before there are two passes to measure between."""
