@@ -155,7 +155,7 @@ def announce() -> tuple[str, dict[str, str]]:
     return command, versions
 
 
-def _maxrss_bytes() -> int:
+def maxrss_bytes() -> int:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss if platform.system() == "Darwin" else rss * 1024  # Linux reports KiB
 
@@ -164,7 +164,7 @@ def _child(kwargs_json: str) -> None:
     import tilepipe
     import tilepipe.pipeline  # noqa: F401 - the API is imported lazily; load torch before the baseline
 
-    baseline = _maxrss_bytes()  # after importing torch and tilepipe, before any pixels
+    baseline = maxrss_bytes()  # after importing torch and tilepipe, before any pixels
     summary = tilepipe.run(**json.loads(kwargs_json)).data
     plan, timing, engine = summary["plan"], summary["timing"], summary["engine"]
     print(json.dumps({
@@ -180,7 +180,7 @@ def _child(kwargs_json: str) -> None:
         "device_name": engine["device_name"],
         "torch_threads": engine["torch_threads"],
         "baseline_rss_bytes": baseline,
-        "peak_rss_bytes": _maxrss_bytes(),
+        "peak_rss_bytes": maxrss_bytes(),
     }))
 
 
