@@ -40,27 +40,39 @@ def test_seconds_are_read_lazily_and_only_wait_for_their_own_pass():
 
 def test_busy_fraction_of_the_steady_state():
     """The first pass (lazy start-up) is left out; the steady state runs from its end (t=2) to the
-    last end (t=10): passes of 3 + 2 + 1 s in 8 s, with the device idle 1 s and 1 s between them."""
+    last end (t=10): passes of 3 + 2 + 1 s in 8 s, with the device idle 1 s and 1 s between them.
+    Blocks read their own timers, in any order; the fraction counts what has been read."""
     clock = DeviceBusyClock()
+    clock.begin_run("a")
     timers = [queue(clock, 0.0, 2.0), queue(clock, 2.0, 5.0), queue(clock, 6.0, 8.0), queue(clock, 9.0, 10.0)]
-    timers[2].seconds  # blocks read their timers in any order; the rest are read by busy_fraction
+    assert clock.busy_fraction() is None  # nothing read yet, and reading the fraction waits for nothing
+    assert not any(t.end.waited for t in timers)
+    for t in (timers[2], timers[0], timers[3], timers[1]):
+        t.seconds
     assert clock.busy_fraction() == pytest.approx(6.0 / 8.0)
-    assert clock.passes == 4 and all(t.end.waited for t in timers)
+    assert clock.passes == 4
 
 
 def test_a_new_run_starts_a_new_steady_state():
-    """An engine serves several runs in one process: the idle time between them is no run's."""
+    """An engine serves several runs in one process: the idle time between them is no run's, and
+    a pass of the old run read late does not count in the new one."""
     clock = DeviceBusyClock()
-    queue(clock, 0.0, 1.0), queue(clock, 1.0, 2.0)
-    clock.reset()
-    queue(clock, 100.0, 101.0), queue(clock, 101.0, 101.5), queue(clock, 102.0, 102.5)
+    clock.begin_run("a")
+    late = [queue(clock, 0.0, 1.0), queue(clock, 1.0, 2.0)]
+    clock.begin_run("b")
+    clock.begin_run("b")  # every block of the run says so; only the first one restarts the ledger
+    timers = [queue(clock, 100.0, 101.0), queue(clock, 101.0, 101.5), queue(clock, 102.0, 102.5)]
+    for t in timers + late:
+        t.seconds
+    assert late[1].seconds == pytest.approx(1.0)  # still its own seconds
     assert clock.busy_fraction() == pytest.approx(1.0 / 1.5)
+    assert clock.passes == 3
 
 
 def test_busy_fraction_needs_a_steady_state():
     clock = DeviceBusyClock()
     assert clock.busy_fraction() is None
-    queue(clock, 0.0, 1.0)
+    queue(clock, 0.0, 1.0).seconds
     assert clock.busy_fraction() is None  # one pass: nothing measured between passes yet
 
 

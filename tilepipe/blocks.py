@@ -113,6 +113,7 @@ def process_block(ctx: RunContext, index: tuple[int, ...]) -> BlockReport:
         # every second of the block belongs to a stage, opening included (cached after a worker's first block)
         with report.stage("forward"):
             engine = cached_engine(ctx.model, ctx.engine)
+            engine.busy_clock.begin_run(ctx.run_id)  # the GPU busy fraction a block reports is its run's
         with report.stage("write"):
             store = _open_store(ctx.store_url, ctx.run_id)
         read = block.read_window

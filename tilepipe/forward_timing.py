@@ -26,12 +26,11 @@ import threading
 class ForwardTimer:
     """The seconds one forward pass held the device; on CUDA read from its events when asked."""
 
-    __slots__ = ("_clock", "start", "end", "steady", "warmup", "_seconds")
+    __slots__ = ("_clock", "start", "end", "steady", "warmup", "generation", "_seconds")
 
-    def __init__(self, clock: DeviceBusyClock | None = None, start=None, end=None, seconds: float | None = None,
-                 warmup: bool = False):
-        self._clock, self.start, self.end = clock, start, end
-        self.steady, self.warmup, self._seconds = False, warmup, seconds
+    def __init__(self, start=None, end=None, seconds: float | None = None, warmup: bool = False):
+        self._clock, self.start, self.end = None, start, end
+        self.steady, self.warmup, self.generation, self._seconds = False, warmup, 0, seconds
 
     @classmethod
     def done(cls, seconds: float, warmup: bool = False) -> ForwardTimer:
@@ -49,24 +48,33 @@ class ForwardTimer:
 
 class DeviceBusyClock:
     """The device-time ledger of one engine: every CUDA forward pass registers here, in the order
-    it was queued on the compute stream (the engine registers under its lock)."""
+    it was queued on the compute stream (the engine registers under its lock). An engine serves
+    every run of its process (a notebook, a long-lived Dask worker), so the ledger starts afresh
+    when a block of a new run begins: the idle time between runs is no run's."""
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._origin = None  # end event of the first pass: the steady state starts there
-        self._unresolved: list[ForwardTimer] = []
+        self._run = None
+        self._generation = 0
+        self._origin = None  # end event of the run's first pass: the steady state starts there
         self.busy_seconds = 0.0
         self.span_seconds = 0.0
         self.passes = 0
 
+    def begin_run(self, run_id: str) -> None:
+        with self._lock:
+            if run_id != self._run:
+                self._run, self._generation, self._origin = run_id, self._generation + 1, None
+                self.busy_seconds = self.span_seconds = 0.0
+                self.passes = 0
+
     def register(self, timer: ForwardTimer) -> ForwardTimer:
         with self._lock:
-            timer._clock = self
+            timer._clock, timer.generation = self, self._generation
             if self._origin is None:
                 self._origin = timer.end
             else:
                 timer.steady = True
-            self._unresolved.append(timer)
         return timer
 
     def resolve(self, timer: ForwardTimer) -> None:
@@ -75,26 +83,15 @@ class DeviceBusyClock:
             if timer._seconds is not None:  # another thread got here first
                 return
             timer._seconds = timer.start.elapsed_time(timer.end) / 1e3
-            self._unresolved.remove(timer)
+            if timer.generation != self._generation:  # an earlier run's pass, read late
+                return
             self.passes += 1
             if timer.steady:
                 self.busy_seconds += timer._seconds
                 self.span_seconds = max(self.span_seconds, self._origin.elapsed_time(timer.end) / 1e3)
 
-    def reset(self) -> None:
-        """Start a new steady state (a new run on the same engine): passes still running are
-        accounted to the old one first."""
-        self.busy_fraction()
-        with self._lock:
-            self._origin, self.busy_seconds, self.span_seconds, self.passes = None, 0.0, 0.0, 0
-
     def busy_fraction(self) -> float | None:
-        """Steady-state busy fraction over every pass so far (waits for those still running);
-        None before there are two passes to measure between."""
-        with self._lock:
-            pending = list(self._unresolved)
-        for timer in pending:
-            if timer._seconds is None:
-                self.resolve(timer)
+        """This run's steady-state busy fraction over the passes read so far (each block reads its
+        own before it reports, so nothing here waits); None before two passes were read."""
         with self._lock:
             return self.busy_seconds / self.span_seconds if self.span_seconds > 0 else None

@@ -259,7 +259,6 @@ def _run_leased(input: str, output: str, options: RunOptions, scheduling: Schedu
             progress.begin(len(todo), {i: p.block(i).core.area / 1e6 for i in todo}, reused)
             progress.connected(blocks_runner.dashboard)
         setup_seconds = time.perf_counter() - t0
-        engine.busy_clock.reset()  # the GPU busy fraction in the summary is this run's
         t1 = time.perf_counter()
         reports = blocks_runner.run(prepared.context, todo, progress)
         blocks_seconds = time.perf_counter() - t1

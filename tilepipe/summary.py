@@ -193,7 +193,8 @@ def engine_as_run(reports: list[BlockReport], local_engine=None) -> dict:
     if not engines:
         if local_engine is None:
             return {"device": "none (no block ran)", "device_name": "none", "peak_tflops": None, "precision": "none",
-                    "batch_size": "none", "torch_threads": 0, "compile_warmup_seconds": 0.0, "tactics": {},
+                    "batch_size": "none", "torch_threads": 0, "compile_warmup_seconds": 0.0,
+                    "gpu_busy_fraction": None, "tactics": {},
                     "engines_reporting": 0}
         engines = [local_engine.describe()]
 
@@ -209,6 +210,7 @@ def engine_as_run(reports: list[BlockReport], local_engine=None) -> dict:
     for e in engines:
         tactics.update(e["tactics"])
     peaks = {e["peak_tflops"] for e in engines}
+    busy = [e["gpu_busy_fraction"] for e in engines if e.get("gpu_busy_fraction") is not None]
     return {
         "device": agreed("device"),
         "device_name": agreed("device_name"),
@@ -217,6 +219,7 @@ def engine_as_run(reports: list[BlockReport], local_engine=None) -> dict:
         "batch_size": agreed("batch_size"),
         "torch_threads": agreed("torch_threads"),
         "compile_warmup_seconds": round(sum(e["compile_warmup_seconds"] for e in engines), 4),
+        "gpu_busy_fraction": round(sum(busy) / len(busy), 4) if busy else None,  # the mean over the GPUs
         "tactics": tactics,
         "engines_reporting": len(per_worker) or 1,
     }
