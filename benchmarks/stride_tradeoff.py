@@ -81,7 +81,7 @@ def stride_tradeoff(args, image: Path) -> dict:
         kwargs = run_kwargs(args, model="deeplabv3_resnet101", weights=checkpoint, output_stride=stride)
         r = run_tilepipe(crop, args.workdir / f"throughput_stride{stride}.zarr", kwargs, keep_mask=True)
         masks[stride] = r.pop("_mask")
-        loaded = cached_model(ModelSpec("deeplabv3_resnet101", checkpoint, stride))  # the run's, cached
+        loaded = cached_model(ModelSpec("deeplabv3_resnet101", checkpoint, stride, bands=3))  # the run's, cached
         tile_hw = (min(args.tile_size, side), min(args.tile_size, side))
         r["macs_per_tile"] = loaded.macs_per_tile(*tile_hw, output_stride=stride)
         r["macs_counted_on"] = list(tile_hw)

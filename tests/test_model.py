@@ -11,9 +11,10 @@ from torch import nn
 from torchvision.models import resnet101
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.models.segmentation.deeplabv3 import ASPP
+from torchvision.models.segmentation import deeplabv3_resnet101
 
 from tilepipe.errors import TilepipeError
-from tilepipe.model import ModelSpec, build_deeplabv3_resnet101, load_model
+from tilepipe.model import ModelSpec, load_model
 
 
 class VainFDeepLabV3(nn.Module):
@@ -85,7 +86,7 @@ def test_wrong_geometry_loads_but_gives_different_outputs(vainf_checkpoint):
 
 def test_torchvision_state_dict_loads_and_drops_the_aux_head(tmp_path):
     torch.manual_seed(0)
-    model = build_deeplabv3_resnet101(num_classes=3, output_stride=8, aux=True)
+    model = deeplabv3_resnet101(weights=None, weights_backbone=None, num_classes=3, aux_loss=True)
     path = tmp_path / "tv.pth"
     torch.save(model.state_dict(), path)
     loaded = load_model(ModelSpec(weights=str(path), class_names=("a", "b", "c")))
@@ -110,7 +111,7 @@ def test_checkpoints_never_unpickle_arbitrary_objects(tmp_path):
 def test_missing_checkpoint_and_wrong_class_count_are_clear_errors(tmp_path):
     with pytest.raises(TilepipeError, match="no such checkpoint"):
         load_model(ModelSpec(weights=str(tmp_path / "nope.pth")))
-    model = build_deeplabv3_resnet101(num_classes=3)
+    model = deeplabv3_resnet101(weights=None, weights_backbone=None, num_classes=3)
     torch.save(model.state_dict(), tmp_path / "three.pth")
     with pytest.raises(TilepipeError, match="3-class head"):
         load_model(ModelSpec(weights=str(tmp_path / "three.pth"), num_classes=21))

@@ -253,14 +253,14 @@ def test_the_model_card_needs_no_device_and_matches_the_loaded_model(tmp_path):
 
     from tilepipe.model import ModelSpec, StandIn, load_model, model_card
 
-    good, wrong = tmp_path / "four.pth", tmp_path / "five.pth"
+    good, wrong = tmp_path / "four.pth", tmp_path / "narrow.pth"
     torch.save(StandIn(4).state_dict(), good)
-    torch.save(StandIn(5).state_dict(), wrong)
+    torch.save(StandIn(4, width=6).state_dict(), wrong)  # the class count comes from the file; the width cannot
     spec = ModelSpec("standin", str(good))
     card = model_card(spec)
     assert card == load_model(spec).card
     assert card.parameters == sum(p.numel() for p in StandIn(4).parameters())  # counted apart, on the CPU
-    with pytest.raises(tilepipe.TilepipeError, match="five.pth: not a stand-in checkpoint"):
+    with pytest.raises(tilepipe.TilepipeError, match="narrow.pth: keys do not match standin"):
         model_card(ModelSpec("standin", str(wrong)))
 
 

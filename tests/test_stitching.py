@@ -7,10 +7,11 @@ import pytest
 import rasterio
 import torch
 import zarr
+from torchvision.models.segmentation import deeplabv3_resnet101
 
 import tilepipe
 from tests.conftest import shared_file, smooth_image, write_geotiff
-from tilepipe.model import ModelSpec, build_deeplabv3_resnet101, load_model
+from tilepipe.model import ModelSpec, load_model
 from tilepipe.sink import NO_LABEL
 
 
@@ -88,7 +89,7 @@ def test_small_image_is_padded_to_the_stride_and_cropped_back(tmp_path):
 def calibrated_checkpoint(path, image: np.ndarray) -> str:
     """Random ResNet-101 weights whose BatchNorm statistics were measured on the image's crops."""
     torch.manual_seed(0)
-    model = build_deeplabv3_resnet101(num_classes=21)
+    model = deeplabv3_resnet101(weights=None, weights_backbone=None, num_classes=21)
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.reset_running_stats()

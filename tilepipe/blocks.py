@@ -95,13 +95,14 @@ def tile_pixels(pixels: np.ndarray, valid: np.ndarray, read: Window, tiles: list
     return np.stack([pixels[:, rows, cols] for rows, cols in cuts]), np.stack([valid[rows, cols] for rows, cols in cuts])
 
 
-def tile_inputs(pixels: np.ndarray, valid: np.ndarray, read: Window, tiles: list[Window], scaling) -> tuple[np.ndarray, np.ndarray]:
-    """Cut ``tiles`` out of a block's read and scale them: ((N, 3, h, w) float32 in [0, 1], (N, h, w) bool).
+def tile_inputs(pixels: np.ndarray, valid: np.ndarray, read: Window, tiles: list[Window], scaling,
+                channels: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Cut ``tiles`` out of a block's read and scale them: ((N, channels, h, w) float32, (N, h, w) bool).
 
-    A one-band image is replicated to the three channels the network takes."""
+    A one-band image is replicated when the network takes ``channels`` = 3."""
     raw, masks = tile_pixels(pixels, valid, read, tiles)
     images = scaling.apply(raw)  # per-band terms broadcast over the batch axis
-    return (np.repeat(images, 3, axis=1) if images.shape[1] == 1 else images), masks
+    return (np.repeat(images, channels, axis=1) if images.shape[1] == 1 else images), masks
 
 
 def process_block(ctx: RunContext, index: tuple[int, ...]) -> BlockReport:
@@ -143,7 +144,7 @@ def process_block(ctx: RunContext, index: tuple[int, ...]) -> BlockReport:
                 images, masks = tile_pixels(pixels, valid, read, batch)
                 uploaded = engine.upload(images, masks, source.scaling)
             else:
-                images, masks = tile_inputs(pixels, valid, read, batch, source.scaling)
+                images, masks = tile_inputs(pixels, valid, read, batch, source.scaling, engine.model.in_channels)
                 uploaded = engine.upload(images, masks)
             return uploaded, time.perf_counter() - start
 

@@ -31,8 +31,8 @@ def run_options(func):
     """The options shared by ``run`` and ``plan``; all default to None = "from config or default"."""
     opts = [
         click.option("--config", "config", type=click.Path(dir_okay=False), help="YAML file of options (see configs/); flags override it."),
-        click.option("--bands", help="Bands to use, 1-based, e.g. 3,2,1 (1 or 3 bands). Default: 1,2,3, or 1 for a 1-band image."),
-        click.option("--scaling", help="auto (uint8: full range, others: percentiles), dtype, percentile, or LOW,HIGH."),
+        click.option("--bands", help="Bands to use, 1-based, e.g. 3,2,1 or 2,3,4,8: as many as the model takes. Default: the model card's, else 1,2,3, or 1 for a 1-band image."),
+        click.option("--scaling", help="auto (uint8: full range, others: percentiles), dtype, percentile, LOW,HIGH, or card (the model card's per-band values; the default when the card has them)."),
         click.option("--percentiles", help="Percentiles for --scaling percentile, e.g. 2,98 (computed from overviews or a sample)."),
         click.option("--series", help="DICOM: SeriesInstanceUID to read when the folder holds several series."),
         click.option("--window", help="DICOM: CENTER,WIDTH or a preset (soft-tissue, lung, bone, brain); default: the file's window."),
@@ -43,8 +43,9 @@ def run_options(func):
         click.option("--chunk-size", type=int, help="Zarr chunk side in pixels. Default 512."),
         click.option("--block-size", type=int, help="Block (task) side in pixels, a multiple of --chunk-size. Default 2048."),
         click.option("--blending", type=click.Choice(["gaussian", "crop"]), help="How overlapping tiles are merged. Default gaussian."),
-        click.option("--model", type=click.Choice(["deeplabv3_resnet101", "standin"]), help="Network; 'standin' is a tiny CNN for I/O tests."),
-        click.option("--weights", help="'default' (torchvision COCO/VOC, downloaded once), a checkpoint path, or 'none' (random)."),
+        click.option("--model", help="Architecture: deeplabv3_resnet101 (default), deeplabv3_resnet50, deeplabv3_mobilenet_v3_large, fcn_resnet101, fcn_resnet50, lraspp_mobilenet_v3_large; 'standin' is a tiny CNN for I/O tests."),
+        click.option("--weights", help="'default' (torchvision's published weights, downloaded once), a torchvision weights name (COCO_WITH_VOC_LABELS_V1), a checkpoint path, or 'none' (random)."),
+        click.option("--model-card", help="YAML/JSON model card (scaling, classes, colours, stride, tile size, provenance). Default: one beside the checkpoint with the same stem."),
         click.option("--output-stride", type=click.Choice(["8", "16"]), help="Network output stride; default: what the weights were trained at."),
         click.option("--num-classes", type=int, help="Classes of the head (for --weights none; checked against a checkpoint)."),
         click.option("--class-names", help="Comma-separated class names (default: from the weights' metadata)."),
@@ -152,22 +153,45 @@ def _short(d: dict) -> str:
 @click.argument("input", type=str)
 @run_options
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@click.option("--compare", is_flag=True, help="Also count the cost of every architecture and output stride on this scene (no weights needed).")
 @_user_errors
-def plan(input, config, as_json, **kwargs):
+def plan(input, config, as_json, compare, **kwargs):
     """Dry run: blocks, tiles, overlap cost and estimated peak memory, without running the model."""
     from .pipeline import plan as make_plan
 
-    info = make_plan(input, config=config, **_overrides(kwargs))
+    info = make_plan(input, config=config, compare=compare, **_overrides(kwargs))
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
     inp = info["input"]
     click.echo(f"{inp['path']}: {info['image']['width']} x {info['image']['height']} px ({info['image']['megapixels']} MP), {inp['dtype']}, bands {inp['bands_used']}")
+    m = info["model"]
+    click.echo(f"model {m['architecture']}, weights {m['weights']}, {m['in_channels']} input channels, "
+               f"{m['num_classes']} classes, {m['parameters'] / 1e6:.1f} M parameters")
     click.echo(f"tiles {info['tile'][0]} x {info['tile'][1]}, overlap {info['overlap']}, output stride {info['output_stride']}")
     click.echo(f"blocks {info['blocks']} ({info['block_size']} px, chunks {info['chunk_size']} px)")
     click.echo(f"tiles computed {info['tiles_computed']} (distinct on the lattice {info['lattice_tiles']})")
     click.echo(f"overlap cost factor {info['overlap_cost_factor']} (pixels computed / image pixels)")
     click.echo(f"estimated peak memory {info['estimated_peak_memory_mb']} MB")
+    if compare:
+        click.echo(_compare_table(info["compare"]))
+
+
+def _compare_table(rows: list[dict]) -> str:
+    """The ``plan --compare`` rows as an aligned text table."""
+    head = ("architecture", "stride", "G mult-adds/tile", "mult-adds/image px", "params (M)",
+            "torchvision GFLOPS @520 (counted)")
+    lines = [head]
+    for r in rows:
+        if "note" in r:
+            lines.append((r["architecture"], str(r["output_stride"]), r["note"], "", "", ""))
+            continue
+        pub = r.get("published")
+        lines.append((r["architecture"], str(r["output_stride"]), f"{r['gmacs_per_tile']:.2f}",
+                      f"{r['macs_per_image_pixel']:,}", f"{r['parameters'] / 1e6:.1f}",
+                      f"{pub['torchvision_gflops']:.2f} ({pub['counted_gmacs']:.2f})" if pub else ""))
+    widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in lines)
 
 
 @main.command()

@@ -1,13 +1,15 @@
-"""Run options: one dataclass, filled from defaults, then a YAML file, then command-line flags.
+"""Run options: one dataclass, filled from defaults, then a model card, then a YAML file, then
+command-line flags (or API keywords).
 
 Every option has the same name in the YAML file (``configs/*.yaml``), the Python API
 (``tilepipe.run(..., tile_size=512)``) and the CLI (``--tile-size``); hyphens and underscores are
-interchangeable in the file.
+interchangeable in the file. :func:`resolve_settings` also records where each value came from
+(``default``, ``card``, ``config`` or ``flag``), which the run summary reports.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import yaml
@@ -34,6 +36,7 @@ class RunOptions:
     # model
     model: str = "deeplabv3_resnet101"
     weights: str = "default"
+    model_card: str | None = None
     output_stride: int | None = None
     num_classes: int | None = None
     class_names: tuple[str, ...] | None = None
@@ -82,11 +85,42 @@ def _coerce(name: str, value):
     return value
 
 
-def load_options(path: str | Path | None, base: RunOptions | None = None) -> RunOptions:
-    """Options from a YAML file on top of ``base`` (defaults when omitted)."""
-    options = base or RunOptions()
+@dataclass(frozen=True)
+class Settings:
+    """The resolved options, where each came from, and the model card file they used (if any)."""
+
+    options: RunOptions
+    origins: dict = field(default_factory=dict)
+    """Option name -> ``default``, ``card``, ``config`` or ``flag``."""
+    card_file: object = None
+    """The :class:`tilepipe.model.card.CardFile`, or None."""
+
+
+def resolve_settings(config=None, options: RunOptions | None = None, **overrides) -> Settings:
+    """Defaults < model card < the YAML ``config`` file < ``options``/keyword overrides (flags).
+
+    The card is ``model_card`` when given, else a card beside the checkpoint (same stem)."""
+    from .model.card import apply_card, find_card, load_card
+
+    defaults = RunOptions()
+    file_data = _config_data(config)
+    resolved = _with_file(defaults, file_data, config)
+    origins = {f.name: "default" for f in fields(RunOptions)} | {k: "config" for k, v in file_data.items() if v is not None}
+    if options is not None:
+        given = {k: v for k, v in options.to_json().items() if v != defaults.to_json()[k]}
+        resolved = resolved.updated(**given)
+        origins |= {k: "flag" for k in given}
+    resolved = resolved.updated(**overrides)
+    origins |= {k: "flag" for k, v in overrides.items() if v is not None}
+    card_path = find_card(resolved.model_card, str(resolved.weights))
+    card_file = load_card(card_path) if card_path else None
+    resolved, origins = apply_card(resolved, origins, card_file)
+    return Settings(resolved, origins, card_file)
+
+
+def _config_data(path: str | Path | None) -> dict:
     if path is None:
-        return options
+        return {}
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text()) or {}
@@ -96,7 +130,15 @@ def load_options(path: str | Path | None, base: RunOptions | None = None) -> Run
         raise TilepipeError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise TilepipeError(f"{path}: expected a mapping of option names to values")
-    data = {str(k).replace("-", "_"): v for k, v in data.items()}
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def load_options(path: str | Path | None, base: RunOptions | None = None) -> RunOptions:
+    """Options from a YAML file on top of ``base`` (defaults when omitted)."""
+    return _with_file(base or RunOptions(), _config_data(path), path)
+
+
+def _with_file(options: RunOptions, data: dict, path) -> RunOptions:
     try:
         return options.updated(**data)
     except TilepipeError as exc:

@@ -65,6 +65,8 @@ class DeviceBatch:
     ready: object = None  # a torch.cuda.Event on CUDA
     scaling: tuple[torch.Tensor, torch.Tensor] | None = None
     """``(low, span)`` on the device when ``images`` holds raw source values, else None."""
+    clip: bool = True
+    """Clip scaled values to [0, 1] (False for a model card's mean/std scaling)."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -157,7 +159,7 @@ class Engine:
         torch.cuda.synchronize(self.device)
         torch.cuda.reset_peak_memory_stats(self.device)
         base = torch.cuda.memory_allocated(self.device)
-        self._forward(torch.zeros((probe, 3, height, width), device=self.device))
+        self._forward(torch.zeros((probe, self.model.in_channels, height, width), device=self.device))
         torch.cuda.synchronize(self.device)
         per_tile = max((torch.cuda.max_memory_allocated(self.device) - base) / probe, 1)
         free, _ = torch.cuda.mem_get_info(self.device)
@@ -178,7 +180,7 @@ class Engine:
         return self._scaling_terms[scaling]
 
     def upload(self, images: np.ndarray, valid: np.ndarray, scaling=None) -> DeviceBatch:
-        """Start moving a batch to the device: (N, 3, h, w) float32 in [0, 1] and (N, h, w) bool;
+        """Start moving a batch to the device: (N, channels, h, w) float32, scaled, and (N, h, w) bool;
         or, with ``scaling`` (the source's :class:`IntensityScaling`), (N, bands, h, w) raw source
         values that ``predict`` scales on the device, exactly as ``scaling.apply`` does."""
         count = len(images)
@@ -188,13 +190,15 @@ class Engine:
                 images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
                 valid = np.concatenate([valid, np.zeros((pad, *valid.shape[1:]), valid.dtype)])
         x, keep = torch.from_numpy(images), torch.from_numpy(valid)
+        clip = scaling is None or scaling.clip
         if not self.cuda:
-            return DeviceBatch(x, keep, count, scaling=self._terms(scaling) if scaling is not None else None)
+            return DeviceBatch(x, keep, count, scaling=self._terms(scaling) if scaling is not None else None,
+                               clip=clip)
         x, keep = x.pin_memory(), keep.pin_memory()
         with torch.cuda.stream(self.copy_stream):  # the scaling terms' first copy is ordered before ``ready`` too
             terms = self._terms(scaling) if scaling is not None else None
             batch = DeviceBatch(x.to(self.device, non_blocking=True), keep.to(self.device, non_blocking=True), count,
-                                torch.cuda.Event(), terms)
+                                torch.cuda.Event(), terms, clip)
             batch.ready.record(self.copy_stream)
         return batch
 
@@ -249,8 +253,10 @@ class Engine:
         x, keep = batch.images, batch.valid
         if batch.scaling is not None:
             low, span = batch.scaling
-            x = ((x.float() - low) / span).clamp_(0.0, 1.0)
-            if x.shape[1] == 1:  # a one-band image feeds the network's three channels
+            x = (x.float() - low) / span
+            if batch.clip:
+                x = x.clamp_(0.0, 1.0)
+            if x.shape[1] == 1 and self.model.in_channels == 3:  # one band feeds three channels
                 x = x.expand(-1, 3, -1, -1)
         x = torch.where(keep[:, None], (x - self.mean) / self.std, 0.0)
         logits = self._forward(x)

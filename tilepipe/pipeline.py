@@ -18,17 +18,18 @@ import logging
 import os
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from .blocks import RunContext
-from .config import RunOptions, load_options
+from .config import RunOptions, Settings, resolve_settings
 from .engine import EngineOptions, cached_engine
 from .errors import TilepipeError
 from .grid import Plan, TileGrid
 from .lease import Lease
-from .model import ModelCard, ModelSpec, model_card
+from .model import CardFile, ModelCard, ModelSpec, model_card
+from .model.compare import compare_architectures
 from .progress import Progress
 from .schedule import Scheduling, runner
 from .sink import MaskStore, check_output, remove_output
@@ -58,24 +59,43 @@ class Prepared:
     (the client never puts the model on a device)."""
     plan: Plan
     context: RunContext
+    origins: dict = field(default_factory=dict)
+    """Where each option's value came from (see :func:`tilepipe.config.resolve_settings`)."""
+    card_file: CardFile | None = None
+    """The model card file the options came from, if any."""
 
 
 def resolve_options(config=None, options: RunOptions | None = None, **overrides) -> RunOptions:
-    """Defaults, then the YAML ``config`` file, then ``options``/keyword overrides."""
-    base = load_options(config)
-    if options is not None:
-        base = base.updated(**{k: v for k, v in options.to_json().items() if v != getattr(RunOptions(), k)})
-    return base.updated(**overrides)
+    """Defaults, a model card, the YAML ``config`` file, then ``options``/keyword overrides."""
+    return resolve_settings(config, options, **overrides).options
 
 
-def _specs(input: str, options: RunOptions) -> tuple[SourceSpec, ModelSpec, EngineOptions]:
+def _scaling_request(options: RunOptions, card_file: CardFile | None) -> ScalingRequest:
+    if options.scaling != "card":
+        return ScalingRequest.parse(options.scaling, options.percentiles)
+    if card_file is None or card_file.scaling is None:
+        raise TilepipeError("--scaling card needs a model card with a 'scaling' key (--model-card PATH)")
+    scaling = card_file.scaling
+    return ScalingRequest("card", tuple(options.percentiles), per_band=(scaling.low, scaling.high),
+                          clip=scaling.clip, origin=card_file.path)
+
+
+def _specs(input: str, options: RunOptions, card_file: CardFile | None) -> tuple[SourceSpec, ModelSpec, EngineOptions]:
     if options.blending not in BLENDING_MODES:
         raise TilepipeError(f"--blending {options.blending!r}: choose one of {', '.join(BLENDING_MODES)}")
-    source = SourceSpec(str(input), options.bands, ScalingRequest.parse(options.scaling, options.percentiles),
-                        options.series, options.window, options.level, options.select)
+    scaling = _scaling_request(options, card_file)
+    source = SourceSpec(str(input), options.bands, scaling, options.series, options.window, options.level,
+                        options.select)
     model = ModelSpec(options.model, str(options.weights), options.output_stride, options.num_classes,
-                      options.class_names)
+                      options.class_names, normalise=scaling.method != "card")
     return source, model, EngineOptions(options.device, options.precision, options.batch_size, options.compile)
+
+
+def _open(input: str, options: RunOptions, card_file: CardFile | None, run_id: str = ""):
+    """The source, and the model spec told how many bands the source gives."""
+    source_spec, model_spec, engine_options = _specs(input, options, card_file)
+    source = open_source(source_spec, run_id)
+    return source_spec, source, replace(model_spec, bands=len(source.bands)), engine_options
 
 
 def _make_plan(source, options: RunOptions, output_stride: int) -> Plan:
@@ -84,28 +104,30 @@ def _make_plan(source, options: RunOptions, output_stride: int) -> Plan:
                 getattr(source, "volumes", None))
 
 
-def prepare(input: str, output: str, options: RunOptions, run_id: str = "", load_engine: bool = True) -> Prepared:
+def prepare(input: str, output: str, options: RunOptions, run_id: str = "", load_engine: bool = True,
+            settings: Settings | None = None) -> Prepared:
     """Open the source, read the model's card and build the plan; creates nothing. With
     ``load_engine`` (blocks running in this process) the engine is loaded too, so that weights
     that do not load are refused before any output exists."""
-    source_spec, model_spec, engine_options = _specs(input, options)
-    source = open_source(source_spec, run_id)
+    settings = settings or Settings(options)
+    source_spec, source, model_spec, engine_options = _open(input, options, settings.card_file, run_id)
     engine = cached_engine(model_spec, engine_options) if load_engine else None
     card = engine.model.card if engine else model_card(model_spec)
     plan = _make_plan(source, options, card.output_stride)
     context = RunContext(source_spec, model_spec, engine_options, plan, str(output), options.blending,
                          options.probabilities, run_id)
-    return Prepared(options, source, card, engine, plan, context)
+    return Prepared(options, source, card, engine, plan, context, settings.origins, settings.card_file)
 
 
-def plan(input: str, config=None, **overrides) -> dict:
+def plan(input: str, config=None, compare: bool = False, **overrides) -> dict:
     """A dry run: the plan's figures and an estimate of peak memory, without loading weights or
-    running the model."""
-    options = resolve_options(config, **overrides)
-    source_spec, model_spec, _ = _specs(input, options)
-    source = open_source(source_spec)
-    card = model_card(model_spec)
-    stride, num_classes, parameters = card.output_stride, card.num_classes, card.parameters
+    running the model. With ``compare``, the cost of every architecture and output stride on this
+    scene and plan (counted on the meta device)."""
+    settings = resolve_settings(config, **overrides)
+    options = settings.options
+    _, source, model_spec, _ = _open(input, options, settings.card_file)
+    model = model_card(model_spec)
+    stride, num_classes, parameters = model.output_stride, model.num_classes, model.parameters
     p = _make_plan(source, options, stride)
     return {
         "input": source.describe(),
@@ -120,6 +142,9 @@ def plan(input: str, config=None, **overrides) -> dict:
         "tiles_computed": p.tiles_computed,
         "overlap_cost_factor": round(p.overlap_cost_factor, 3),
         "estimated_peak_memory_mb": round(estimate_peak_memory(p, source, options, num_classes, parameters) / 2**20),
+        "model": {"architecture": model.spec.architecture, "weights": model.weights_identity,
+                  "in_channels": model.in_channels, "num_classes": num_classes, "parameters": parameters},
+        **({"compare": compare_architectures(p, model.in_channels, num_classes)} if compare else {}),
     }
 
 
@@ -214,7 +239,8 @@ def run(input: str, output: str, options: RunOptions | None = None, *, config=No
     without ``overwrite`` or ``resume``) is refused, naming this one. A dead run's lease is taken
     over."""
     t0 = time.perf_counter()
-    options = resolve_options(config, options, **overrides)
+    settings = resolve_settings(config, options, **overrides)
+    options = settings.options
     if options.resume and options.overwrite:
         raise TilepipeError("--resume and --overwrite contradict each other; choose one")
     scheduling = Scheduling(options.workers, options.cluster, options.scheduler)
@@ -222,15 +248,16 @@ def run(input: str, output: str, options: RunOptions | None = None, *, config=No
     run_id = uuid.uuid4().hex[:12]
     lease = Lease.acquire(output, run_id)
     try:
-        return _run_leased(input, output, options, scheduling, run_id, progress, t0)
+        return _run_leased(input, output, settings, scheduling, run_id, progress, t0)
     finally:
         lease.release()
 
 
-def _run_leased(input: str, output: str, options: RunOptions, scheduling: Scheduling, run_id: str,
+def _run_leased(input: str, output: str, settings: Settings, scheduling: Scheduling, run_id: str,
                 progress: Progress | None, t0: float) -> Summary:
+    options, card_file = settings.options, settings.card_file
     replacing = False if options.resume else check_output(output, options.overwrite)
-    prepared = prepare(input, output, options, run_id, load_engine=not scheduling.distributed)
+    prepared = prepare(input, output, options, run_id, load_engine=not scheduling.distributed, settings=settings)
     source, model, p = prepared.source, prepared.model, prepared.plan
     with runner(scheduling) as blocks_runner:
         expected = fingerprint(prepared, blocks_runner.engine_kind(prepared.context.engine))
@@ -247,6 +274,8 @@ def _run_leased(input: str, output: str, options: RunOptions, scheduling: Schedu
                     **source.geometry(),
                     "nodata": 255,
                     "class_names": list(model.class_names),
+                    **({"class_colours": [list(c) for c in card_file.class_colours]}
+                       if card_file and card_file.class_colours else {}),
                     "tilepipe": {"input": input, "options": options.to_json(), "model": model.describe(),
                                  "fingerprint": expected},
                 },

@@ -7,7 +7,8 @@ blocks' wall time; the summary states that overlap instead of hiding it. The wal
 split into parts that run one after another (setup, blocks, finalise) and add up to it.
 
 The two explanatory sections are pure functions of the figures: :func:`tilepipe.tactics.tactics_used`
-("How ResNet-101 stays fast here") and :func:`bottleneck`.
+("How the network stays fast here"), :func:`tilepipe.cost.cost_sentences` ("Where the
+multiply-adds go") and :func:`bottleneck`.
 """
 
 from __future__ import annotations
@@ -76,6 +77,8 @@ def _r(value: float, digits: int = 4) -> float:
 def build_summary(prepared, reports: list[BlockReport], store_url: str, setup_seconds: float,
                   blocks_seconds: float, started: float, scheduling, slots: int, reused: int = 0) -> Summary:
     """``slots``: block tasks that could run at once (threads, worker threads, or GPUs)."""
+    from .cost import cost_figures, cost_sentences
+    from .origins import settings_origins
     from .tactics import tactics_used
 
     finalize_start = time.perf_counter()
@@ -114,7 +117,10 @@ def build_summary(prepared, reports: list[BlockReport], store_url: str, setup_se
             "macs_counted_on": [p.tile_height, p.tile_width],
             "macs_note": "multiply-adds of one forward pass as run (no auxiliary head), counted at run time "
                          "with torch.utils.flop_counter on a meta-device copy",
+            "card_file": prepared.card_file.describe() if prepared.card_file else None,
         },
+        "cost": cost_figures(model, (p.tile_height, p.tile_width)),
+        "settings": settings_origins(prepared, described),
         "engine": engine_as_run(reports, prepared.engine),
         "plan": {
             "tile": [p.tile_height, p.tile_width],
@@ -178,6 +184,7 @@ def build_summary(prepared, reports: list[BlockReport], store_url: str, setup_se
     }
     data["bottleneck"] = bottleneck(data, p, model)
     data["tactics"] = tactics_used(data)
+    data["cost"]["sentences"] = cost_sentences(data)
     return Summary(json.loads(json.dumps(data, default=_jsonable)))  # plain JSON types, as stored
 
 
@@ -283,6 +290,9 @@ def bottleneck(d: dict, plan, model) -> dict:
 
 
 def render_markdown(d: dict) -> str:
+    from .cost import render_cost
+    from .origins import render_settings
+
     inp, plan, timing, thr, model, eng = d["input"], d["plan"], d["timing"], d["throughput"], d["model"], d["engine"]
     lines = ["# tilepipe run summary", ""]
     lines += [f"> **{w}**" for w in d["warnings"]]
@@ -308,6 +318,9 @@ def render_markdown(d: dict) -> str:
         f"{model['num_classes']} classes, {model['parameters'] / 1e6:.1f} M parameters",
         f"- {model['macs_per_tile'] / 1e9:.2f} G multiply-adds per {model['macs_counted_on'][0]} x "
         f"{model['macs_counted_on'][1]} tile ({model['macs_note']})",
+        *([f"- Model card `{model['card_file']['path']}` (sha256 {model['card_file']['sha256']}): "
+           f"{model['card_file']['name'] or 'unnamed'}, provenance {json.dumps(model['card_file']['provenance'])}"]
+          if model.get("card_file") else []),
         f"- Device {eng['device']} ({eng['device_name']}), precision {eng['precision']}, batch {eng['batch_size']}",
         "",
         "## Plan",
@@ -345,8 +358,12 @@ def render_markdown(d: dict) -> str:
         f"- {d['bottleneck']['stage']}: {d['bottleneck']['share_of_wall']:.1%} of the wall time",
         *[f"- {a}" for a in d["bottleneck"]["advice"]],
         "",
-        "## How ResNet-101 stays fast here",
+        f"## How {model['architecture']} stays fast here",
         *[f"- **{t['name']}**: {t['text']} [{', '.join(t['references'])}]" for t in d["tactics"]],
+        "",
+        *render_cost(d),
+        "",
+        *render_settings(d["settings"]),
     ]
     if d["failed_blocks"]:
         lines += ["", "## Failed blocks", *[f"- block {b['index']} ({b['core']}): {b['error']}" for b in d["failed_blocks"]]]

@@ -94,9 +94,11 @@ def _skip(d: dict) -> str | None:
 
 
 def _output_stride(d: dict) -> str | None:
-    if d["plan"]["output_stride"] != 16:
+    """Only for the ResNet models, where 16 is a choice (the MobileNetV3 models have no other)."""
+    if d["plan"]["output_stride"] != 16 or not d["cost"]["backbone"].startswith("ResNet"):
         return None
-    return (f"output stride 16 (layer3 not dilated, ASPP rates 6/12/18): "
+    aspp = ", ASPP rates 6/12/18" if d["model"]["architecture"].startswith("deeplabv3") else ""
+    return (f"output stride 16 (layer3 not dilated{aspp}): "
             f"{d['model']['macs_per_tile'] / 1e9:.1f} G multiply-adds per tile")
 
 

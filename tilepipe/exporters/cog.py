@@ -62,7 +62,7 @@ def _write_tiled(store: MaskStore, path: str) -> None:
     with rasterio.open(path, "w", **profile) as dst:
         for _, window in dst.block_windows(1):
             dst.write(mask[window.toslices()], 1, window=window)
-        dst.write_colormap(1, colormap())
+        dst.write_colormap(1, colormap(attrs))
         dst.set_band_description(1, "class label")
         dst.update_tags(1, **{f"CLASS_{value}": name for value, name in enumerate(attrs["class_names"])})
 

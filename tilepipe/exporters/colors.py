@@ -34,7 +34,18 @@ ALPHA = np.full(256, 255, dtype=np.uint8)
 ALPHA[NO_LABEL] = 0
 
 
-def colormap() -> dict[int, tuple[int, int, int, int]]:
-    """The palette as a GDAL colour table (rasterio's ``write_colormap`` takes this dict)."""
-    return {v: (*map(int, PALETTE[v]), int(ALPHA[v])) for v in range(256)}
+def palette(attrs) -> np.ndarray:
+    """The store's palette: the model card's class colours (``class_colours`` attribute) for its
+    classes where the card gave them, the VOC colours for every other label value."""
+    colours = np.array(PALETTE)
+    given = attrs.get("class_colours") or []
+    if given:
+        colours[: len(given)] = np.asarray(given, dtype=np.uint8)
+    return colours
+
+
+def colormap(attrs) -> dict[int, tuple[int, int, int, int]]:
+    """The store's palette as a GDAL colour table (rasterio's ``write_colormap`` takes this dict)."""
+    colours = palette(attrs)
+    return {v: (*map(int, colours[v]), int(ALPHA[v])) for v in range(256)}
 

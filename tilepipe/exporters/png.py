@@ -28,7 +28,7 @@ from ..sink import MaskStore
 from ..sources.scaling import IntensityScaling
 from ..sink import NO_LABEL
 from .cog import staged_output
-from .colors import ALPHA, PALETTE
+from .colors import ALPHA, palette
 
 OVERLAY_OPACITY = 0.5
 
@@ -38,12 +38,13 @@ def export(store: MaskStore, out: str, max_size: int = 2048, overlay: bool = Fal
     if max_size < 1:
         raise TilepipeError(f"--max-size {max_size}: must be at least 1")
     labels = sample_labels(store, max_size)
+    colours = palette(store.group.attrs)
     if overlay:
-        image = _blend(_input_image(store, labels.shape), labels)
+        image = _blend(_input_image(store, labels.shape), labels, colours)
     else:
-        image = Image.fromarray(np.dstack([PALETTE[labels], ALPHA[labels]]))
+        image = Image.fromarray(np.dstack([colours[labels], ALPHA[labels]]))
     present = [int(v) for v in np.unique(labels) if v != NO_LABEL]
-    _draw_legend(image, [(PALETTE[v], store.group.attrs["class_names"][v]) for v in present])
+    _draw_legend(image, [(colours[v], store.group.attrs["class_names"][v]) for v in present])
     with staged_output(out) as (_, path):
         image.save(path, format="PNG")
     return str(out)
@@ -77,21 +78,26 @@ def sample_labels(store: MaskStore, max_size: int) -> np.ndarray:
 
 
 def _input_image(store: MaskStore, shape: tuple[int, int]) -> np.ndarray:
-    """The run's input bands, read at ``shape`` and scaled as the run scaled them: (h, w, 3) uint8."""
+    """The run's input bands (the first three of more), read at ``shape`` and scaled as the run
+    scaled them, clipped to the display range: (h, w, 3) uint8."""
     path = store.info["input"]
     facts = store.summary["input"]
     try:
         with rasterio.open(path) as ds:
-            raw = ds.read(facts["bands_used"], out_shape=(len(facts["bands_used"]), *shape))
+            bands = facts["bands_used"][:3]
+            raw = ds.read(bands, out_shape=(len(bands), *shape))
     except RasterioError as exc:
         raise TilepipeError(f"--overlay: cannot read the input {path} ({str(exc).strip().splitlines()[0]}); "
                             f"export without --overlay") from None
-    scaled = (IntensityScaling(**facts["scaling"]).apply(raw) * 255).round().astype(np.uint8)
+    scaling = IntensityScaling(**facts["scaling"])
+    first = {k: getattr(scaling, k)[: len(bands)] for k in ("low", "high")}
+    scaled = np.clip(IntensityScaling(**{**facts["scaling"], **first}).apply(raw), 0, 1)
+    scaled = (scaled * 255).round().astype(np.uint8)
     return np.broadcast_to(scaled, (3, *shape)).transpose(1, 2, 0)
 
 
-def _blend(picture: np.ndarray, labels: np.ndarray) -> Image.Image:
-    colours = PALETTE[labels].astype(np.float32)
+def _blend(picture: np.ndarray, labels: np.ndarray, palette: np.ndarray) -> Image.Image:
+    colours = palette[labels].astype(np.float32)
     mixed = (1 - OVERLAY_OPACITY) * picture + OVERLAY_OPACITY * colours
     labelled = (labels != NO_LABEL)[..., None]
     return Image.fromarray(np.where(labelled, mixed.round(), picture).astype(np.uint8))

@@ -59,7 +59,10 @@ class GeoTiffSource:
             raise TilepipeError(f"{self.path}: the selected bands have different data types {sorted(dtypes)}")
         self.dtype = np.dtype(dtypes.pop())
         self.nodata = ds.nodata
-        self._all_valid = all(ds.mask_flag_enums[b - 1] == [MaskFlags.all_valid] for b in self.bands)
+        # An alpha band used as an input band reports itself all valid: validity comes from the
+        # bands that carry a mask (an RGBA file's alpha still masks its four bands).
+        self._mask_bands = [b for b in self.bands if ds.mask_flag_enums[b - 1] != [MaskFlags.all_valid]]
+        self._all_valid = not self._mask_bands
         self._check_readable(ds)
         try:
             self.scaling = resolve_scaling(spec.scaling, self.dtype, len(self.bands), self._sample)
@@ -81,14 +84,12 @@ class GeoTiffSource:
             bad = [b for b in requested if not 1 <= b <= count]
             if bad:
                 raise TilepipeError(f"{self.path}: band {bad[0]} is out of range, the file has {count} band(s) (1-{count})")
-            if len(requested) not in (1, 3):
-                raise TilepipeError(f"--bands {','.join(map(str, requested))}: give 1 band or 3 bands (the model takes RGB)")
-            return tuple(requested)
+            return tuple(requested)  # any number: the model decides whether it takes them
         if count >= 3:
             return (1, 2, 3)
         if count == 1:
             return (1,)
-        raise TilepipeError(f"{self.path}: has {count} bands; choose 1 or 3 of them with --bands")
+        raise TilepipeError(f"{self.path}: has {count} bands; choose the bands the model takes with --bands")
 
     def _check_readable(self, ds) -> None:
         """Read the last internal block now, so a truncated file fails before any output exists."""
@@ -113,7 +114,7 @@ class GeoTiffSource:
             if self._all_valid:
                 valid[rows, cols] = True
             else:
-                valid[rows, cols] = ds.read_masks(list(self.bands), window=rio_window).max(axis=0) > 0
+                valid[rows, cols] = ds.read_masks(self._mask_bands, window=rio_window).max(axis=0) > 0
         except RasterioError as exc:
             raise TilepipeError(f"{self.path}: cannot read window {inside} ({_gdal_message(exc)})") from None
         mark_non_finite(pixels, valid)
@@ -148,7 +149,8 @@ class GeoTiffSource:
             f = max(factors)
             shape = (len(indexes), ds.height // f, ds.width // f)
             pixels = ds.read(indexes, out_shape=shape)
-            valid = ds.read_masks(indexes, out_shape=shape).max(axis=0) > 0
+            masked = self._mask_bands or indexes
+            valid = ds.read_masks(masked, out_shape=(len(masked), *shape[1:])).max(axis=0) > 0
             return pixels[:, valid], f"overview 1/{f} ({shape[2]}x{shape[1]} px)"
         size = min(SAMPLE_WINDOW, ds.height, ds.width)
         samples = []

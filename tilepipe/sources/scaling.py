@@ -22,11 +22,16 @@ from ..errors import TilepipeError
 
 @dataclass(frozen=True)
 class ScalingRequest:
-    """What the user asked for: ``auto``, ``dtype``, ``percentile`` or fixed ``LOW,HIGH``."""
+    """What the user asked for: ``auto``, ``dtype``, ``percentile`` or fixed ``LOW,HIGH``; or
+    ``card``: a model card's per-band values (``per_band`` low and high, ``clip`` or not)."""
 
     method: str = "auto"
     percentiles: tuple[float, float] = (2.0, 98.0)
     fixed: tuple[float, float] | None = None
+    per_band: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    clip: bool = True
+    origin: str = ""
+    """Where ``per_band`` came from (the card's path), for the summary."""
 
     @classmethod
     def parse(cls, text: str, percentiles: tuple[float, float] = (2.0, 98.0)) -> ScalingRequest:
@@ -46,13 +51,15 @@ class ScalingRequest:
 
 @dataclass(frozen=True)
 class IntensityScaling:
-    """Per-band linear map ``(v - low) / (high - low)``, clipped to [0, 1]."""
+    """Per-band linear map ``(v - low) / (high - low)``, clipped to [0, 1] unless ``clip`` is
+    False (a model card's mean/std: low = mean, high = mean + std)."""
 
     method: str
     low: tuple[float, ...]
     high: tuple[float, ...]
     sample: str
     """Where the statistics came from, in words, for the summary."""
+    clip: bool = True
 
     def terms(self) -> tuple[np.ndarray, np.ndarray]:
         """``(low, span)`` as float32 (bands, 1, 1), a zero span replaced by 1: the value is
@@ -67,7 +74,7 @@ class IntensityScaling:
         out = raw.astype(np.float32)
         out -= low
         out /= span
-        return np.clip(out, 0.0, 1.0, out=out)
+        return np.clip(out, 0.0, 1.0, out=out) if self.clip else out
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -104,6 +111,13 @@ def resolve_scaling(request: ScalingRequest, dtype: np.dtype, bands: int, sample
     method = request.method
     if method == "auto":
         method = "dtype" if np.dtype(dtype) == np.uint8 else "percentile"
+    if method == "card":
+        low, high = request.per_band
+        if len(low) != bands:
+            raise TilepipeError(f"the model card {request.origin} gives scaling for {len(low)} band(s), "
+                                f"the input gives {bands}")
+        kind = "low/high" if request.clip else "mean/std"
+        return IntensityScaling(f"model card ({kind})", low, high, request.origin, request.clip)
     if method == "fixed":
         low, high = request.fixed
         return IntensityScaling("fixed", (low,) * bands, (high,) * bands, "given on the command line")
