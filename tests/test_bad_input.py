@@ -168,6 +168,26 @@ def _weights_file(content: bytes):
     return build
 
 
+def _standin_checkpoint(*args):
+    """A 3-channel stand-in checkpoint (its first convolution takes 3 bands), run with ``args``."""
+    def build(tmp):
+        import torch
+
+        from tilepipe.model import StandIn
+
+        torch.save(StandIn(4).state_dict(), tmp / "three.pt")
+        return ["run", _image(tmp, data=smooth_image(64, 64, bands=4)), "-o", tmp / "out.zarr", "--model", "standin",
+                "--weights", tmp / "three.pt", *args]
+    return build
+
+
+def _card(text: str, *args):
+    def build(tmp):
+        (tmp / "card.yaml").write_text(text)
+        return _run(tmp, "--model-card", tmp / "card.yaml", *args)
+    return build
+
+
 CASES = {
     # --- the input file --------------------------------------------------------------------------
     "missing file": Case(lambda t: _run(t, source=t / "nope.tif"), ("nope.tif", "no such file")),
@@ -214,6 +234,13 @@ CASES = {
     "class names of the wrong count": Case(lambda t: _run(t, "--num-classes", "3", "--class-names", "a,b"),
                                            ("2 class names", "3 classes")),
     "unknown output stride": Case(lambda t: _run(t, "--output-stride", "32"), ("output-stride", "32")),
+    "unknown architecture": Case(lambda t: _run(t, "--model", "unet"), ("--model", "unet", "deeplabv3_resnet101")),
+    "bands that do not fit the checkpoint": Case(_standin_checkpoint("--bands", "1,2,3,4"),
+                                                 ("gives 4 band(s)", "takes 3 input channels")),
+    "model card with an unknown key": Case(_card("colour: red\n"), ("card.yaml", "unknown model card key")),
+    "model card scaling for other bands": Case(_card("scaling: {low: [0, 0], high: [1, 1]}\n"),
+                                               ("card.yaml", "2 band(s)", "gives 3")),
+    "--scaling card without a card": Case(lambda t: _run(t, "--scaling", "card"), ("--scaling card", "model card")),
     # --- the engine and the scheduler --------------------------------------------------------------
     "fp16 on a CPU": Case(lambda t: _run(t, "--device", "cpu", "--precision", "fp16"), ("fp16", "CUDA")),
     "unknown device": Case(lambda t: _run(t, "--device", "tpu9"), ("--device", "tpu9")),
