@@ -169,3 +169,21 @@ def test_random_weights_take_the_band_count(tmp_path):
     summary = tilepipe.run(str(image), str(tmp_path / "one.zarr"), model="standin", weights="none", bands="2",
                            workers=1)
     assert summary["model"]["in_channels"] == 3
+
+
+@pytest.mark.parametrize("clip", [True, False])
+def test_raw_tiles_scaled_by_the_engine_match_the_host_scaling(clip):
+    """The path a GPU takes (raw tiles, the engine scales them) gives what the host path gives,
+    for a card's low/high (clipped) and mean/std (not clipped, values beyond [0, 1] kept)."""
+    from tilepipe.engine import Engine, EngineOptions
+    from tilepipe.model import ModelSpec, load_model
+    from tilepipe.sources.scaling import IntensityScaling
+
+    scaling = IntensityScaling("model card", (10.0, 20.0, 0.0, 5.0), (60.0, 40.0, 255.0, 9.0), "card", clip)
+    engine = Engine(load_model(ModelSpec("standin", "none", bands=4, normalise=False)), EngineOptions(device="cpu"))
+    raw = np.random.default_rng(0).integers(0, 256, (2, 4, 24, 24)).astype(np.uint8)
+    valid = np.ones((2, 24, 24), bool)
+    on_device, _ = engine.predict(engine.upload(raw, valid, scaling))
+    on_host, _ = engine.predict(engine.upload(scaling.apply(raw), valid))
+    torch.testing.assert_close(on_device, on_host)
+    assert (scaling.apply(raw).max() > 1.0) == (not clip)

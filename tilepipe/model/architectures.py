@@ -20,7 +20,7 @@ from typing import Callable
 
 import torch
 from torch import nn
-from torchvision.models import mobilenet_v3_large, resnet50, resnet101
+from torchvision.models import resnet50, resnet101
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.models.segmentation import (
     FCN,
