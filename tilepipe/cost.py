@@ -58,6 +58,15 @@ def _g(macs: float) -> str:
     return f"{macs / 1e9:.2f} G"
 
 
+def _tiles(count: int) -> str:
+    return f"{count} tile{'' if count == 1 else 's'}"
+
+
+def _total(macs: float) -> str:
+    """A run's total in the unit that keeps three significant figures readable (G or T)."""
+    return f"{macs / 1e12:.2f} T" if macs >= 1e12 else f"{macs / 1e9:.2f} G"
+
+
 def _sentence(text: str, refs=(), quotes: dict | None = None) -> dict:
     return {"text": text, "refs": list(refs), "quotes": quotes or {}}
 
@@ -77,7 +86,8 @@ def cost_sentences(d: dict) -> list[dict]:
         out.append(_sentence(
             f"In the {c['backbone']} bottleneck blocks 1x1 convolutions narrow each block before its 3x3 "
             f"convolution and widen it after, so the 3x3 convolutions cost {_g(kernels['3x3'])} and the 1x1 "
-            f"convolutions {_g(kernels['1x1'])} of the backbone's {_g(backbone)} per tile",
+            f"convolutions {_g(kernels['1x1'])} of the backbone's {_g(backbone)} per tile; at the blocks' full "
+            f"width (4x the channels in and out) the same 3x3 convolutions would cost 16x, {_g(16 * kernels['3x3'])}",
             ["resnet-paper"], {"resnet-paper": "the 1x1 layers reduce and then restore dimensions"}))
     stride = p["output_stride"]
     for other, macs in c["other_output_strides"].items():
@@ -99,26 +109,27 @@ def cost_sentences(d: dict) -> list[dict]:
             f"output stride {stride} ({_g(total)} per tile)", ["torchvision-segmentation-weights"],
             {"torchvision-segmentation-weights": "the backbone's output stride is 16"}))
     if p["forward_calls"]:
+        passes = f"{p['forward_calls']} forward pass{'' if p['forward_calls'] == 1 else 'es'}"
         out.append(_sentence(
-            f"The pipeline's part: {p['tiles_computed']} tiles ran in {p['forward_calls']} forward passes "
+            f"The pipeline's part: {_tiles(p['tiles_computed'])} ran in {passes} "
             f"({p['tiles_computed'] / p['forward_calls']:.1f} tiles per pass)", ["tactic-tile-batching"]))
     if p["tiles_skipped_no_data"]:
         out.append(_sentence(
-            f"{p['tiles_skipped_no_data']} tiles held no valid pixel and were never computed, "
-            f"{p['tiles_skipped_no_data'] * total / 1e12:.2f} T multiply-adds "
+            f"{_tiles(p['tiles_skipped_no_data'])} held no valid pixel and were never computed, "
+            f"{_total(p['tiles_skipped_no_data'] * total)} multiply-adds "
             f"({p['compute_saved_by_skipping']:.1%} of the planned compute) saved", ["tactic-skip-nodata"]))
     pixels = d["input"]["megapixels"] * 1e6
     run_macs = p["tiles_computed"] * total
     if pixels:
         out.append(_sentence(
             f"Overlap makes the plan compute {p['overlap_cost_factor']:.2f}x the image's pixels: "
-            f"{run_macs / 1e12:.2f} T multiply-adds for {d['input']['megapixels']} MP, "
+            f"{_total(run_macs)} multiply-adds for {d['input']['megapixels']} MP, "
             f"{run_macs / pixels:,.0f} per image pixel", ["tactic-halo-blending"]))
     for light in c["lighter"]:
         light_run = p["tiles_computed"] * light["macs_per_tile"]
-        text = (f"A lighter backbone, {light['backbone']} in {light['architecture']}, would cost "
-                f"{_g(light['macs_per_tile'])} per tile on this scene, {light_run / 1e12:.3f} T for these "
-                f"{p['tiles_computed']} tiles instead of {run_macs / 1e12:.2f} T "
+        text = (f"A lighter backbone, {light['backbone']} in {light['architecture']} (output stride 16), would "
+                f"cost {_g(light['macs_per_tile'])} per tile on this scene, {_total(light_run)} for the run's "
+                f"{_tiles(p['tiles_computed'])} instead of {_total(run_macs)} "
                 f"({total / light['macs_per_tile']:.0f}x less)")
         miou = light["published_miou"]
         if c["architecture"] in miou:
