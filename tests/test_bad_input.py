@@ -294,6 +294,14 @@ CASES = {
     "mixed slice orientations": Case(_stack("mixed"), ("mixes 2 slice orientations",)),
     "duplicate slice positions": Case(_stack("duplicate"), ("the same slice position",)),
     "slices of different sizes": Case(_stack("sizes"), ("rows x columns",)),
+    "--select of a value no frame has": Case(
+        lambda t: (write_ct_series(t / "e", 3, echoes=2), _dicom_run(t, t / "e", "--select", "EchoNumbers=3"))[-1],
+        ("EchoNumbers 3",)),
+    "--select that is not KEY=VALUE": Case(
+        lambda t: (write_ct_series(t / "e", 3, echoes=2), _dicom_run(t, t / "e", "--select", "EchoNumbers"))[-1],
+        ("KEY=VALUE",)),
+    "4-D volumes of different slice counts": Case(
+        lambda t: (write_ct_series(t / "e", 3, echoes=2)[0].unlink(), _dicom_run(t, t / "e"))[-1], ("--select",)),
     "window not understood": Case(lambda t: _dicom_run(t, dicom_data("single", "CT_small.dcm"), "--window", "dark"),
                                   ("--window", "dark")),
     "whole-slide level out of range": Case(lambda t: _dicom_run(t, dicom_data("wsi_cmu1"), "--level", "40"),
