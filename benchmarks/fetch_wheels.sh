@@ -13,6 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
+PY_VERSION=${PY_VERSION:-3.12}  # the GPU machine's Python; another only to rehearse gpu.sh elsewhere
 DEST=.whl
 PACKAGES=(
   # tilepipe's own dependencies
@@ -26,6 +27,9 @@ PACKAGES=(
   # the benchmark's baseline, the tests, and NVML's utilisation for torch.cuda.utilization
   monai==1.6.1 pytest==9.2.0 pluggy==1.7.0 iniconfig==2.3.1 pygments==2.21.0 nvidia-ml-py==13.615.71
 )
+if [[ "$PY_VERSION" == 3.1[01] ]]; then  # dask needs the backport below Python 3.12
+  PACKAGES+=(importlib-metadata==10.2.0 zipp==4.1.2 lazy-importer==0.1.0)
+fi
 if [[ "${1:-}" == --with-dicom ]]; then
   PACKAGES+=(highdicom==0.28.2 pylibjpeg==2.1.0 pylibjpeg-libjpeg==2.4.0 pylibjpeg-openjpeg==2.6.0 pyjpegls==1.5.1)
 elif [[ $# -gt 0 ]]; then
@@ -33,7 +37,7 @@ elif [[ $# -gt 0 ]]; then
 fi
 mkdir -p "$DEST"
 for spec in "${PACKAGES[@]}"; do
-  "$PYTHON" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+  "$PYTHON" -m pip download -q --no-deps --only-binary=:all: --python-version "$PY_VERSION" --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     -d "$DEST" "$spec"
 done
