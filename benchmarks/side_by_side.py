@@ -56,8 +56,10 @@ def stride_table(results: dict[int, dict]) -> list[str]:
 
     for stride, r in results.items():
         t = r["targets"]
+        ran = r.get("ran_at_output_stride", stride)
         lines.append(
-            f"| {stride} | {cell((r['ceiling'] or {}).get('image_megapixels_per_second'))} "
+            f"| {stride}{'' if ran == stride else f' (ran at {ran})'} "
+            f"| {cell((r['ceiling'] or {}).get('image_megapixels_per_second'))} "
             f"| {cell(r['tilepipe']['megapixels_per_second'])} | {cell((r['naive'] or {}).get('megapixels_per_second'))} "
             f"| {cell((r['monai'] or {}).get('megapixels_per_second'))} "
             + "".join(f"| {cell(t[k]['value'], '{:.3f}')} " for k in TARGETS) + "|")
