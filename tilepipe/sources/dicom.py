@@ -1,11 +1,12 @@
 """DICOM input: a series folder, a DICOMDIR, a single or multi-frame file, or a whole-slide level.
 
-The pieces, one module each: :mod:`.dicom_files` finds instances and reads headers only,
-:mod:`.dicom_stack` orders a series or multi-frame into planes, :mod:`.dicom_wsi` lays out a
-whole-slide level as tiles, :mod:`.dicom_frames` reads single frames (each file parsed once per
-process), :mod:`.dicom_pixels` checks up front that they will decode and turns them into values,
-:mod:`.dicom_window` picks the intensity window. :class:`DicomSource` joins them
-behind the :class:`~tilepipe.sources.Source` protocol.
+The pieces, one module each: :mod:`.dicom_files` finds instances and picks a series,
+:mod:`.dicom_header` reads each file's header only, :mod:`.dicom_stack` orders a series or
+multi-frame into planes, :mod:`.dicom_wsi` lays out a whole-slide level as tiles,
+:mod:`.dicom_frames` reads single frames (each file parsed once per process), :mod:`.dicom_pixels`
+checks up front that they will decode and turns them into values, :mod:`.dicom_window` picks the
+intensity window. :class:`DicomSource` joins them behind the :class:`~tilepipe.sources.Source`
+protocol.
 
 Opening validates everything that can fail without decoding the series (series choice, geometry,
 decoder plugins, truncated files) and decodes exactly one frame, so a bad input fails before any
@@ -21,7 +22,8 @@ from pydicom.uid import UID
 from ..errors import TilepipeError
 from ..grid import Window
 from . import SourceSpec
-from .dicom_files import Instance, discover, is_dicom_path, list_series, select_series
+from .dicom_files import discover, is_dicom_path, list_series, select_series
+from .dicom_header import Instance
 from .dicom_pixels import FrameCache, PixelFormat, check_decodable, check_pixel_data, decode_frame
 from .dicom_stack import Frame, StackLayout
 from .dicom_window import choose_scaling

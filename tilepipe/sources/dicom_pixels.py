@@ -36,7 +36,7 @@ from pydicom.uid import (
 )
 
 from ..errors import TilepipeError
-from .dicom_files import Instance
+from .dicom_header import Instance
 from .dicom_frames import READERS, fragment_items, truncated
 
 # Whole-slide JPEG frames often say RGB while their JFIF marker says YCbCr. pydicom warns on every

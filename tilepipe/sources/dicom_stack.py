@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import TilepipeError
 from ..grid import Window
-from .dicom_files import FrameInfo, Instance
+from .dicom_header import FrameInfo, Instance
 from .dicom_geometry import (
     STEP_TOLERANCE,
     SliceSteps,

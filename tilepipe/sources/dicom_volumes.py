@@ -2,7 +2,7 @@
 as several volumes: which attribute tells the frames apart, and which frames ``--select`` keeps.
 
 The model is 2-D, so every frame can be segmented; what must be decided is which frames form one
-volume. The frames' labels (:attr:`.dicom_files.FrameInfo.labels`: the dimension indices of an
+volume. The frames' labels (:attr:`.dicom_header.FrameInfo.labels`: the dimension indices of an
 enhanced image, else EchoNumbers, TemporalPositionIdentifier, b-value, AcquisitionNumber,
 TriggerTime...) are tried in their order, one attribute at a time, then in pairs and threes: the
 first choice whose groups hold every position at most once, and each the same number of frames,

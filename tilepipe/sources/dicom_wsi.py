@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from ..errors import TilepipeError
 from ..grid import Window
-from .dicom_files import Instance
+from .dicom_header import Instance
 from .dicom_stack import Frame
 
 PYRAMID_IMAGE_TYPES = ("VOLUME", "THUMBNAIL")
