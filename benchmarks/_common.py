@@ -175,6 +175,7 @@ def _child(kwargs_json: str) -> None:
         "overlap_cost_factor": plan["overlap_cost_factor"],
         "blocks": plan["blocks"],
         "tiles_computed": plan["tiles_computed"],
+        "lattice_tiles": plan["lattice_tiles"],
         "workers": summary["environment"]["workers"],
         "device": engine["device"],
         "device_name": engine["device_name"],

@@ -135,13 +135,13 @@ def test_resume_after_the_client_is_killed_runs_only_missing_blocks(reference, t
     import tilepipe.schedule as schedule
 
     ran = []
-    original = schedule.process_block
+    original = schedule.process_task
 
-    def counting(ctx, index):
-        ran.append(index)
-        return original(ctx, index)
+    def counting(ctx, units):
+        ran.extend(index for unit in units for index in unit.block_indices)
+        return original(ctx, units)
 
-    monkeypatch.setattr(schedule, "process_block", counting)
+    monkeypatch.setattr(schedule, "process_task", counting)
     summary = tilepipe.run(str(source), str(out), resume=True, workers=2, **MANY)
     assert len(ran) == 64 - finished == summary["plan"]["blocks_run"]
     assert summary["plan"]["blocks_reused"] == finished

@@ -79,17 +79,17 @@ def test_changed_chunk_and_block_size_match_a_fresh_process_byte_for_byte(image,
 
 @pytest.fixture
 def held_block(monkeypatch):
-    """Block tasks wait inside their first block until ``go`` is set; ``started`` fires when one is
+    """Tasks wait before their first block until ``go`` is set; ``started`` fires when one is
     waiting. Returns (started, go)."""
     started, go = threading.Event(), threading.Event()
-    original = schedule.process_block
+    original = schedule.process_task
 
-    def waiting(ctx, index):
+    def waiting(ctx, units):
         started.set()
         assert go.wait(120), "the test never released the block"
-        return original(ctx, index)
+        return original(ctx, units)
 
-    monkeypatch.setattr(schedule, "process_block", waiting)
+    monkeypatch.setattr(schedule, "process_task", waiting)
     yield started, go
     go.set()
 

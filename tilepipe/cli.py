@@ -41,7 +41,7 @@ def run_options(func):
         click.option("--tile-size", type=int, help="Tile side in pixels (multiple of the output stride). Default 512."),
         click.option("--overlap", type=int, help="Overlap between neighbouring tiles in pixels. Default 64."),
         click.option("--chunk-size", type=int, help="Zarr chunk side in pixels. Default 512."),
-        click.option("--block-size", type=int, help="Block (task) side in pixels, a multiple of --chunk-size. Default 2048."),
+        click.option("--block-size", type=int, help="Widest strip (a task's columns) in pixels, a multiple of --chunk-size. Default 8192."),
         click.option("--blending", type=click.Choice(["gaussian", "crop"]), help="How overlapping tiles are merged. Default gaussian."),
         click.option("--model", help="Architecture: deeplabv3_resnet101 (default), deeplabv3_resnet50, deeplabv3_mobilenet_v3_large, fcn_resnet101, fcn_resnet50, lraspp_mobilenet_v3_large; 'standin' is a tiny CNN for I/O tests."),
         click.option("--weights", help="'default' (torchvision's published weights, downloaded once), a torchvision weights name (COCO_WITH_VOC_LABELS_V1), a checkpoint path, or 'none' (random)."),
@@ -53,7 +53,7 @@ def run_options(func):
         click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), help="auto: bf16 on CUDA, fp32 on CPU."),
         click.option("--batch-size", help="Tiles per forward pass, or auto (fits the free GPU memory; 4 on a CPU). Default 4."),
         click.option("--compile/--no-compile", "compile", default=None, help="torch.compile the network (warm-up timed apart)."),
-        click.option("--workers", type=int, help="Block tasks running at once in this process. Default 2."),
+        click.option("--workers", help="Tasks running at once in this process, or auto (from the CPU count and device). Default auto."),
         click.option("--cluster", help="local:N starts a Dask LocalCluster of N worker processes for this run."),
         click.option("--scheduler", help="Address of an existing dask.distributed scheduler, e.g. tcp://host:8786."),
     ]
@@ -169,7 +169,8 @@ def plan(input, config, as_json, compare, **kwargs):
     click.echo(f"model {m['architecture']}, weights {m['weights']}, {m['in_channels']} input channels, "
                f"{m['num_classes']} classes, {m['parameters'] / 1e6:.1f} M parameters")
     click.echo(f"tiles {info['tile'][0]} x {info['tile'][1]}, overlap {info['overlap']}, output stride {info['output_stride']}")
-    click.echo(f"blocks {info['blocks']} ({info['block_size']} px, chunks {info['chunk_size']} px)")
+    click.echo(f"strips {info['strips']} of {info['strip_width']} px, blocks {info['blocks']} (one chunk row of a strip, "
+               f"chunks {info['chunk_size']} px), tasks {info['tasks']}")
     click.echo(f"tiles computed {info['tiles_computed']} (distinct on the lattice {info['lattice_tiles']})")
     click.echo(f"overlap cost factor {info['overlap_cost_factor']} (pixels computed / image pixels)")
     click.echo(f"estimated peak memory {info['estimated_peak_memory_mb']} MB")

@@ -31,7 +31,7 @@ class RunOptions:
     tile_size: int = 512
     overlap: int = 64
     chunk_size: int = 512
-    block_size: int = 2048
+    block_size: int = 8192
     blending: str = "gaussian"
     # model
     model: str = "deeplabv3_resnet101"
@@ -46,7 +46,7 @@ class RunOptions:
     batch_size: int | str = 4
     compile: bool = False
     # schedule and output
-    workers: int = 2
+    workers: int | str = "auto"
     cluster: str | None = None
     scheduler: str | None = None
     probabilities: bool = False
@@ -67,11 +67,11 @@ class RunOptions:
 
 
 def _coerce(name: str, value):
-    if name == "batch_size" and value != "auto":
+    if name in ("batch_size", "workers") and value != "auto":
         try:
             return int(value)
         except (TypeError, ValueError):
-            raise TilepipeError(f"option batch_size: expected a positive integer or auto, got {value!r}") from None
+            raise TilepipeError(f"option {name}: expected a positive integer or auto, got {value!r}") from None
     if name in ("bands", "percentiles", "class_names"):
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]

@@ -11,9 +11,16 @@ Two grids live on the image plane and must not be confused:
   the edge by less than one output stride (read boundlessly, cropped back). An axis shorter than
   the tile gets a single tile of the axis length rounded up to the output stride: the image is
   padded only that much and cropped back, so a small image costs what a whole-image pass costs.
-* the **blocks**: the units of work (one Dask task each). A block's *core* is a rectangle of whole
-  Zarr chunks, so exactly one task writes each chunk. A block computes every lattice tile that
-  touches its core, reading the halo those tiles need, blends them and keeps its core only.
+* the **blocks**: the units of writing and of resuming. The plane is cut into vertical *strips*
+  of whole chunk columns (``--block-size`` wide at most, balanced), and each strip into *bands*
+  one chunk row tall; a block is one band of one strip, so its core is whole Zarr chunks and
+  exactly one task writes each chunk. A block is recorded in the store once its chunks are.
+* the **units**: the units of computing. A unit is a run of consecutive blocks of one strip (a
+  whole strip by default) that one task streams from top to bottom, one lattice tile row at a
+  time: every lattice tile that touches the strip is computed once per unit, so a tile is
+  computed twice only where it straddles a strip edge (or a unit edge, where a strip is split to
+  give a cluster more tasks or to resume a crashed run). A *task* runs one or more units; small
+  units (a 512 px CT slice is a single tile) are grouped so that their tiles fill batches.
 """
 
 from __future__ import annotations
@@ -118,10 +125,10 @@ class TileGrid:
 
 @dataclass(frozen=True)
 class Block:
-    """One unit of work: a core of whole chunks plus the lattice tiles that touch it."""
+    """One unit of writing: a band of whole chunks of one strip, plus the lattice tiles that touch it."""
 
     index: tuple[int, ...]
-    """(block_row, block_col), or (plane, block_row, block_col) for a stack of planes."""
+    """(band, strip), or (plane, band, strip) for a stack of planes."""
     core: Window
     tile_rows: tuple[int, ...]
     tile_cols: tuple[int, ...]
@@ -149,14 +156,62 @@ class Block:
 
 
 @dataclass(frozen=True)
+class Unit:
+    """A run of consecutive blocks of one strip of one plane, computed in one top-to-bottom pass.
+
+    The unit computes every lattice tile that touches its core once, one tile row at a time, and
+    finishes (and writes) each of its blocks as soon as the last tile row that covers it is in."""
+
+    plane: int | None
+    strip: int
+    band_start: int
+    band_stop: int
+    core: Window
+    tile_rows: tuple[int, ...]
+    tile_cols: tuple[int, ...]
+    tile_height: int
+    tile_width: int
+
+    @property
+    def block_indices(self) -> list[tuple[int, ...]]:
+        lead = () if self.plane is None else (self.plane,)
+        return [(*lead, band, self.strip) for band in range(self.band_start, self.band_stop)]
+
+    @property
+    def tile_count(self) -> int:
+        return len(self.tile_rows) * len(self.tile_cols)
+
+    def row_window(self, row: int) -> Window:
+        """What one tile row reads: the union of its tiles (the strip plus the halo they need)."""
+        c0 = self.tile_cols[0]
+        return Window(row, c0, self.tile_height, self.tile_cols[-1] + self.tile_width - c0)
+
+    def row_tiles(self, row: int) -> list[Window]:
+        """The tiles of one tile row, left to right (lattice order)."""
+        return [Window(row, c, self.tile_height, self.tile_width) for c in self.tile_cols]
+
+    def final_rows(self, position: int) -> int:
+        """Rows above this one are final once tile row ``tile_rows[position]`` is in: no later tile
+        row covers them (the next one starts there; after the last, the whole core is final)."""
+        nxt = position + 1
+        return min(self.tile_rows[nxt], self.core.row_stop) if nxt < len(self.tile_rows) else self.core.row_stop
+
+
+TASK_TILES = 64
+"""Tiles a task should hold at least (when units are small, e.g. one tile per CT slice), so that
+batches fill across units instead of running a forward pass per slice."""
+
+
+@dataclass(frozen=True)
 class Plan:
-    """The whole split of an image: lattice, chunks and blocks. Depends on options and shape only."""
+    """The whole split of an image: lattice, chunks, strips, blocks. Depends on options and shape only."""
 
     height: int
     width: int
     grid: TileGrid
     chunk_size: int = 512
-    block_size: int = 2048
+    block_size: int = 8192
+    """The widest a strip may be (the strips of a plane are balanced, whole chunks each)."""
     depth: int | None = None
     """Number of planes for a stack (a DICOM series); ``None`` for a single 2-D image."""
     volumes: int | None = None
@@ -166,6 +221,7 @@ class Plan:
     col_starts: tuple[int, ...] = field(init=False, repr=False)
     tile_height: int = field(init=False)
     tile_width: int = field(init=False)
+    strip_width: int = field(init=False)
 
     def __post_init__(self) -> None:
         from .errors import TilepipeError
@@ -185,14 +241,18 @@ class Plan:
         object.__setattr__(self, "col_starts", cols)
         object.__setattr__(self, "tile_height", th)
         object.__setattr__(self, "tile_width", tw)
+        # balanced strips: as few as --block-size allows, as even as whole chunks allow
+        strips = math.ceil(self.width / self.block_size)
+        object.__setattr__(self, "strip_width", align_up(math.ceil(self.width / strips), self.chunk_size))
 
     @property
-    def block_rows(self) -> int:
-        return math.ceil(self.height / self.block_size)
+    def bands(self) -> int:
+        """Block rows: one chunk row each."""
+        return math.ceil(self.height / self.chunk_size)
 
     @property
-    def block_cols(self) -> int:
-        return math.ceil(self.width / self.block_size)
+    def strips(self) -> int:
+        return math.ceil(self.width / self.strip_width)
 
     @property
     def planes(self) -> int:
@@ -207,17 +267,22 @@ class Plan:
 
     @property
     def block_grid_shape(self) -> tuple[int, ...]:
-        shape = (self.block_rows, self.block_cols)
+        shape = (self.bands, self.strips)
         return shape if self.depth is None else (self.depth, *shape)
 
     @property
     def block_count(self) -> int:
-        return self.planes * self.block_rows * self.block_cols
+        return self.planes * self.bands * self.strips
+
+    def _strip_cols(self, strip: int) -> tuple[int, int]:
+        left = strip * self.strip_width
+        return left, min(left + self.strip_width, self.width)
 
     def block(self, index: tuple[int, ...]) -> Block:
-        bi, bj = index[-2:]
-        b = self.block_size
-        core = Window(bi * b, bj * b, min(b, self.height - bi * b), min(b, self.width - bj * b))
+        band, strip = index[-2:]
+        left, right = self._strip_cols(strip)
+        top = band * self.chunk_size
+        core = Window(top, left, min(self.chunk_size, self.height - top), right - left)
         return Block(
             index=tuple(index),
             core=core,
@@ -232,14 +297,55 @@ class Plan:
         for index in product(*(range(n) for n in self.block_grid_shape)):
             yield self.block(index)
 
+    def unit(self, plane: int | None, strip: int, band_start: int, band_stop: int) -> Unit:
+        left, right = self._strip_cols(strip)
+        top, bottom = band_start * self.chunk_size, min(band_stop * self.chunk_size, self.height)
+        return Unit(plane, strip, band_start, band_stop, Window(top, left, bottom - top, right - left),
+                    touching(self.row_starts, self.tile_height, top, bottom),
+                    touching(self.col_starts, self.tile_width, left, right), self.tile_height, self.tile_width)
+
+    def units(self, todo=None, min_units: int = 1) -> list[Unit]:
+        """The runs of consecutive blocks in ``todo`` (all blocks when None), one per strip and plane
+        when nothing was done yet; halved, longest first, until there are ``min_units`` of them (each
+        cut costs the tile rows that straddle it, computed on both sides)."""
+        wanted = None if todo is None else {tuple(i) for i in todo}
+        planes = [None] if self.depth is None else range(self.depth)
+        units = []
+        for plane, strip in product(planes, range(self.strips)):
+            lead = () if plane is None else (plane,)
+            start = None
+            for band in range(self.bands + 1):
+                inside = band < self.bands and (wanted is None or (*lead, band, strip) in wanted)
+                if inside and start is None:
+                    start = band
+                elif not inside and start is not None:
+                    units.append((plane, strip, start, band))
+                    start = None
+        while len(units) < min_units:
+            longest = max(range(len(units)), key=lambda i: units[i][3] - units[i][2], default=None)
+            if longest is None or units[longest][3] - units[longest][2] < 2:
+                break
+            plane, strip, a, b = units[longest]
+            units[longest:longest + 1] = [(plane, strip, a, (a + b) // 2), (plane, strip, (a + b) // 2, b)]
+        return [self.unit(*u) for u in units]
+
+    def tasks(self, todo=None, slots: int = 1, split: bool = False) -> list[tuple[Unit, ...]]:
+        """Units grouped into tasks. Consecutive small units share a task until it holds
+        ``TASK_TILES`` tiles, as long as ``2 x slots`` tasks remain; with ``split`` (a cluster),
+        strips are cut into more units until there are ``2 x slots`` of them."""
+        units = self.units(todo, 2 * slots if split else 1)
+        if not units:
+            return []
+        mean_tiles = sum(u.tile_count for u in units) / len(units)
+        group = max(1, min(math.ceil(TASK_TILES / mean_tiles), len(units) // (2 * slots)))
+        return [tuple(units[i:i + group]) for i in range(0, len(units), group)]
+
     @cached_property
     def tiles_per_plane(self) -> int:
-        """Tiles computed for one plane, counting a tile once per block that computes it."""
-        per_row = [len(touching(self.row_starts, self.tile_height, r, min(r + self.block_size, self.height)))
-                   for r in range(0, self.height, self.block_size)]
-        per_col = [len(touching(self.col_starts, self.tile_width, c, min(c + self.block_size, self.width)))
-                   for c in range(0, self.width, self.block_size)]
-        return sum(per_row) * sum(per_col)
+        """Tiles computed for one plane with one unit per strip: a tile straddling a strip edge
+        is computed by both strips, every other tile once."""
+        per_strip = [len(touching(self.col_starts, self.tile_width, *self._strip_cols(s))) for s in range(self.strips)]
+        return len(self.row_starts) * sum(per_strip)
 
     @property
     def tiles_computed(self) -> int:
@@ -247,7 +353,7 @@ class Plan:
 
     @property
     def lattice_tiles(self) -> int:
-        """Distinct tiles on the lattice (what a single whole-image block would compute)."""
+        """Distinct tiles on the lattice (what a single whole-image pass would compute)."""
         return self.planes * len(self.row_starts) * len(self.col_starts)
 
     @property

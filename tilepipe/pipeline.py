@@ -24,7 +24,7 @@ import numpy as np
 
 from .blocks import RunContext
 from .config import RunOptions, Settings, resolve_settings
-from .engine import EngineOptions, cached_engine
+from .engine import EngineOptions, cached_engine, resolve_device
 from .errors import TilepipeError
 from .grid import Plan, TileGrid
 from .lease import Lease
@@ -32,6 +32,7 @@ from .model import CardFile, ModelCard, ModelSpec, model_card
 from .model.compare import compare_architectures
 from .progress import Progress
 from .schedule import Scheduling, runner
+from .sizing import default_workers
 from .sink import MaskStore, check_output, remove_output
 from .sources import SourceSpec, open_source
 from .sources.scaling import ScalingRequest
@@ -137,7 +138,10 @@ def plan(input: str, config=None, compare: bool = False, **overrides) -> dict:
         "output_stride": stride,
         "chunk_size": p.chunk_size,
         "block_size": p.block_size,
+        "strips": p.strips,
+        "strip_width": p.strip_width,
         "blocks": p.block_count,
+        "tasks": len(p.tasks(slots=resolved_workers(options))),
         "lattice_tiles": p.lattice_tiles,
         "tiles_computed": p.tiles_computed,
         "overlap_cost_factor": round(p.overlap_cost_factor, 3),
@@ -154,23 +158,38 @@ RUNTIME_BYTES = 800 * 2**20
 
 
 def estimate_peak_memory(p: Plan, source, options: RunOptions, num_classes: int, parameters: int) -> float:
-    """Bytes, roughly: the runtime, the model weights, plus per concurrent block its read window,
-    tile batch, probabilities and accumulator, plus one batch of network activations.
+    """Bytes, roughly: the runtime, the model weights, plus per concurrent task its reads in flight
+    (a few tile rows of a strip each), its open rows (``classes x tile height x strip width`` float32, with the weights),
+    the final rows of one block, its batches, plus one batch of network activations.
 
     The activation figure (about 60 float32 values per tile pixel for DeepLabV3-ResNet101 at
     stride 8, 3 for the stand-in) is an empirical allowance, not an exact count."""
-    b = p.block_size
-    read = p.block((0,) * len(p.block_grid_shape)).read_window
+    from .blocks import PREFETCH, READ_AHEAD, rows_per_read
+
+    unit = p.unit(0 if p.depth else None, 0, 0, p.bands)
+    stride = p.grid.tile_size - p.grid.overlap
+    read_rows = min(unit.core.height + p.tile_height, p.tile_height + (rows_per_read(p, source) - 1) * stride)
+    row_read = read_rows * unit.row_window(unit.tile_rows[0]).width
     bands, itemsize = len(source.bands), np.dtype(source.dtype).itemsize
     tile_px = p.tile_height * p.tile_width
     batch = 4 if options.batch_size == "auto" else options.batch_size  # auto sizes itself to the free GPU memory
-    per_block = (read.area * (bands * itemsize + 1)
-                 + (num_classes + 1) * min(b, p.height) * min(b, p.width) * 4
-                 + batch * tile_px * (3 * 4 * 2 + num_classes * 4))
-    stride = p.grid.output_stride
-    activations_per_px = 3 if options.model == "standin" else 60 * (8 / stride) ** 0.5
+    strip = min(p.strip_width, p.width)
+    open_rows = (num_classes + 1) * p.tile_height * strip * 4
+    block_rows = p.chunk_size * strip * (2 + (num_classes if options.probabilities else 0))
+    batches = (PREFETCH + 1) * batch * tile_px * (3 * 4 + 1) + batch * num_classes * tile_px * 4
+    per_task = (READ_AHEAD + 2) * row_read * (bands * itemsize + 1) + open_rows + block_rows + batches
+    output_stride = p.grid.output_stride
+    activations_per_px = 3 if options.model == "standin" else 60 * (8 / output_stride) ** 0.5
     activations = batch * tile_px * activations_per_px * 4
-    return RUNTIME_BYTES + parameters * 4 + options.workers * per_block + activations
+    workers = resolved_workers(options)
+    return RUNTIME_BYTES + parameters * 4 + workers * per_task + activations
+
+
+def resolved_workers(options: RunOptions) -> int:
+    """``--workers auto``: the rule of :mod:`tilepipe.sizing` for the device this run will use."""
+    if options.workers != "auto":
+        return options.workers
+    return default_workers(resolve_device(options.device).type)
 
 
 def _location(path: str) -> str:
@@ -243,7 +262,7 @@ def run(input: str, output: str, options: RunOptions | None = None, *, config=No
     options = settings.options
     if options.resume and options.overwrite:
         raise TilepipeError("--resume and --overwrite contradict each other; choose one")
-    scheduling = Scheduling(options.workers, options.cluster, options.scheduler)
+    scheduling = Scheduling(resolved_workers(options), options.cluster, options.scheduler)
     input, output = _location(str(input)), _location(str(output))
     run_id = uuid.uuid4().hex[:12]
     lease = Lease.acquire(output, run_id)
@@ -289,7 +308,8 @@ def _run_leased(input: str, output: str, settings: Settings, scheduling: Schedul
             progress.connected(blocks_runner.dashboard)
         setup_seconds = time.perf_counter() - t0
         t1 = time.perf_counter()
-        reports = blocks_runner.run(prepared.context, todo, progress)
+        tasks = p.tasks(todo, blocks_runner.slots, split=blocks_runner.split)
+        reports = blocks_runner.run(prepared.context, tasks, progress)
         blocks_seconds = time.perf_counter() - t1
         failed = [r for r in reports if r.error]
         for report in failed:

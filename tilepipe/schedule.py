@@ -1,4 +1,4 @@
-"""Turning the plan into Dask tasks (one per block) and running them where the user asked.
+"""Turning the plan into Dask tasks (units of strips, see :mod:`tilepipe.grid`) and running them.
 
 * in-process (default): Dask's threaded scheduler runs ``workers`` block tasks at once, so reading
   and writing of some blocks overlaps the forward pass of another while the one model (loaded
@@ -8,27 +8,32 @@
 * ``scheduler="tcp://host:8786"``: an existing ``dask.distributed`` cluster (``dask scheduler`` /
   ``dask worker``, dask-jobqueue, dask-kubernetes). tilepipe connects and never shuts it down.
 
-Tasks carry a :class:`RunContext` and a block index, never open files or models: each worker
+Tasks carry a :class:`RunContext` and their units, never open files or models: each worker
 process opens the source and loads the model once (per-process caches in :mod:`tilepipe.blocks`).
-When workers declare a ``GPU`` resource (``dask worker --resources GPU=1``), every block task asks
-for one unit of it, so each GPU runs one block (one model) at a time. A worker that dies mid-task
-is handled by Dask, which runs its blocks elsewhere; a block that fails for a data reason comes
-back as a report with its error, and the other blocks go on.
+The tasks are independent (no task reads another's result), so any scheduler may run them in any
+order and on any worker. On a cluster the strips are cut into more units until there are at least
+two tasks per slot (GPU or worker thread), at the cost of the tile rows straddling each cut.
+When workers declare a ``GPU`` resource (``dask worker --resources GPU=1``), every task asks
+for one unit of it, so each GPU runs one task (one model) at a time. A worker that dies mid-task
+is handled by Dask, which runs the task elsewhere (its blocks already recorded are rewritten with
+the same bytes); a block that fails for a data reason comes back as a report with its error, and
+the other blocks go on.
 """
 
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager, nullcontext
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable
 
 import dask
-from dask.callbacks import Callback
 
-from .blocks import BlockReport, RunContext, process_block
+from .blocks import BlockReport, RunContext, block_listener, process_task
 from .engine import EngineOptions, resolve_device, resolve_precision
 from .errors import TilepipeError
+from .grid import Unit
 
 
 @dataclass(frozen=True)
@@ -71,20 +76,18 @@ def engine_kind(options: EngineOptions) -> dict:
     return {"device_type": device.type, "precision": resolve_precision(options.precision, device)}
 
 
-class _Progress(Callback):
-    def __init__(self, on_report: Callable[[BlockReport], None]):
-        super().__init__()
-        self.on_report = on_report
-
-    def _posttask(self, key, result, dsk, state, worker_id):
-        if isinstance(result, BlockReport):
-            self.on_report(result)
+def task_name(units: tuple[Unit, ...]) -> str:
+    """A readable, unique key: the first block of the task and how many units it holds."""
+    first = "-".join(map(str, units[0].block_indices[0]))
+    return f"task-{first}-{len(units)}u"
 
 
 class ThreadRunner:
-    """Block tasks on Dask's threaded scheduler in this process."""
+    """Tasks on Dask's threaded scheduler in this process. Strips are not cut for threads: they
+    share one model, so more tasks would only recompute the tiles on the cuts."""
 
     dashboard = None
+    split = False
 
     def __init__(self, workers: int):
         self.slots = workers
@@ -92,20 +95,30 @@ class ThreadRunner:
     def engine_kind(self, options: EngineOptions) -> dict:
         return engine_kind(options)
 
-    def run(self, ctx: RunContext, indices: list[tuple[int, ...]],
+    def run(self, ctx: RunContext, tasks: list[tuple[Unit, ...]],
             on_report: Callable[[BlockReport], None] | None = None) -> list[BlockReport]:
-        tasks = [
-            dask.delayed(process_block, pure=False)(ctx, index, dask_key_name=f"block-{'-'.join(map(str, index))}")
-            for index in indices
-        ]
-        progress = _Progress(on_report) if on_report else nullcontext()
-        with progress, dask.config.set(scheduler="threads", num_workers=self.slots):
-            return list(dask.compute(*tasks))
+        delayed = [dask.delayed(process_task, pure=False)(ctx, units, dask_key_name=task_name(units)) for units in tasks]
+        heard, lock = set(), threading.Lock()
+
+        def stored(report: BlockReport) -> None:  # from the task threads, as each block is stored
+            with lock:
+                heard.add(report.index)
+                if on_report:
+                    on_report(report)
+
+        with block_listener(ctx.run_id, stored), dask.config.set(scheduler="threads", num_workers=self.slots):
+            reports = [report for result in dask.compute(*delayed) for report in result]
+        for report in reports:  # failed blocks were never stored
+            if on_report and report.index not in heard:
+                on_report(report)
+        return reports
 
 
 class DistributedRunner:
-    """Block tasks as futures on a dask.distributed client; a GPU resource is requested when the
-    workers declare one."""
+    """Tasks as futures on a dask.distributed client; a GPU resource is requested when the
+    workers declare one. Strips are cut so that every slot gets at least two tasks."""
+
+    split = True
 
     def __init__(self, client):
         self.client = client
@@ -121,22 +134,23 @@ class DistributedRunner:
         kinds = list(self.client.run(engine_kind, options).values())
         return {key: "+".join(sorted({kind[key] for kind in kinds})) for key in ("device_type", "precision")}
 
-    def run(self, ctx: RunContext, indices: list[tuple[int, ...]],
+    def run(self, ctx: RunContext, tasks: list[tuple[Unit, ...]],
             on_report: Callable[[BlockReport], None] | None = None) -> list[BlockReport]:
         from distributed import as_completed
 
         if ctx.store_url.startswith("memory://"):
             raise TilepipeError("a memory:// store lives in this process only; give a path or URL every worker can reach")
         futures = [
-            self.client.submit(process_block, ctx, index, key=f"tilepipe-{ctx.run_id}-block-{'-'.join(map(str, index))}",
+            self.client.submit(process_task, ctx, units, key=f"tilepipe-{ctx.run_id}-{task_name(units)}",
                                resources=self.resources, pure=False)
-            for index in indices
+            for units in tasks
         ]
         reports = []
         for future in as_completed(futures):
-            reports.append(future.result())
-            if on_report:
-                on_report(reports[-1])
+            for report in future.result():
+                reports.append(report)
+                if on_report:
+                    on_report(report)
         return reports
 
 

@@ -1,8 +1,10 @@
-"""Blending overlapping tile predictions into one block's core.
+"""Blending overlapping tile predictions over a unit's strip, one tile row at a time.
 
-Only the core is accumulated (the halo is cropped as tiles are added), so a block's memory is
-``classes x core`` float32 whatever the tile overlap. Tiles are added in lattice order, so the
-floating-point sum at a pixel is the same in whichever block and on whichever worker it runs.
+Only the strip's own columns are accumulated (the halo is cropped as tiles are added), and only
+the rows still open: once a tile row is in, the rows above the next tile row are final, turn into
+labels and leave the accumulator. So a unit holds ``classes x tile height x strip width`` float32,
+however tall the strip. Tiles are added in lattice order (row by row, left to right), so
+the floating-point sum at a pixel is the same in whichever unit and on whichever worker it runs.
 
 * ``gaussian``: each tile's class probabilities are weighted by the separable Gaussian importance
   map MONAI's ``sliding_window_inference`` and nnU-Net use (centred, sigma = tile/8, float32),
@@ -54,25 +56,43 @@ def first_argmax(scores: torch.Tensor) -> torch.Tensor:
     return labels
 
 
-class BlockStitcher:
-    """Accumulates tile probabilities over a block core and turns them into labels."""
+class StripStitcher:
+    """Accumulates tile probabilities over the open rows of a strip and hands out final rows.
 
-    def __init__(self, core: Window, num_classes: int, mode: str, device: torch.device):
+    ``core`` is the unit's core; ``add`` takes tiles in lattice order and ``finish(row)`` returns
+    the blended rows from the first open row up to ``row``, which no later tile may touch. Open
+    rows never span more than one tile height (a tile row opens rows down to its bottom, and
+    ``finish`` closes everything above the next tile row), so the accumulators are allocated once,
+    ``tile height`` rows deep, and the open rows are moved to their top after each ``finish``."""
+
+    def __init__(self, core: Window, num_classes: int, mode: str, device: torch.device, tile_height: int):
         self.core, self.mode, self.device = core, mode, device
-        self.scores = torch.zeros((num_classes, core.height, core.width), dtype=torch.float32, device=device)
-        fill = 0.0 if mode == "gaussian" else float("inf")
-        self.weights = torch.full((core.height, core.width), fill, dtype=torch.float32, device=device)
+        self.fill = 0.0 if mode == "gaussian" else float("inf")
+        self.top = core.row  # first open row; rows [top, top + rows) are open
+        self.rows = 0
+        depth = min(tile_height, core.height)
+        self.scores = torch.zeros((num_classes, depth, core.width), dtype=torch.float32, device=device)
+        self.weights = torch.full((depth, core.width), self.fill, dtype=torch.float32, device=device)
+
+    def _open_until(self, row_stop: int) -> None:
+        """Open the rows down to ``row_stop`` (they start empty: the buffers are reset on close)."""
+        need = min(row_stop, self.core.row_stop) - self.top
+        if need > self.scores.shape[1]:
+            raise ValueError(f"rows {self.top}:{row_stop} span more than one tile height; tiles out of lattice order")
+        self.rows = max(self.rows, need)
 
     def add(self, tile: Window, probabilities: torch.Tensor) -> None:
         """``probabilities``: (classes, tile.height, tile.width) float32 on the stitcher's device."""
-        inside = tile.intersection(self.core)
+        self._open_until(tile.row_stop)
+        open_rows = Window(self.top, self.core.col, self.rows, self.core.width)
+        inside = tile.intersection(open_rows)
         if inside is None:
             return
         t_rows, t_cols = inside.relative_to(tile)
-        c_rows, c_cols = inside.relative_to(self.core)
+        o_rows, o_cols = inside.relative_to(open_rows)
         probs = probabilities[:, t_rows, t_cols]
-        scores = self.scores[:, c_rows, c_cols]
-        weights = self.weights[c_rows, c_cols]
+        scores = self.scores[:, o_rows, o_cols]
+        weights = self.weights[o_rows, o_cols]
         if self.mode == "gaussian":
             w = gaussian_window(tile.height, tile.width, str(self.device))[t_rows, t_cols]
             scores.addcmul_(probs, w)
@@ -83,14 +103,27 @@ class BlockStitcher:
             scores.copy_(torch.where(nearer, probs, scores))
             weights.copy_(torch.where(nearer, d, weights))
 
-    def labels(self, valid: np.ndarray) -> np.ndarray:
-        """uint8 class per core pixel, ``NO_LABEL`` where the source has no valid data."""
-        labels = first_argmax(self.scores).cpu().numpy()
+    def finish(self, row_stop: int, valid: np.ndarray, probabilities: bool = False
+               ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Labels (uint8, ``NO_LABEL`` where ``valid`` is false) and, when asked, uint8
+        probabilities of the rows from the first open row to ``row_stop``; they leave the
+        accumulators. ``valid``: (rows, core width) bool for those rows."""
+        self._open_until(row_stop)
+        n = row_stop - self.top
+        scores, weights = self.scores[:, :n], self.weights[:n]
+        labels = first_argmax(scores).cpu().numpy()
         labels[~valid] = NO_LABEL
-        return labels
-
-    def probabilities(self) -> np.ndarray:
-        """Blended class probabilities quantised to uint8 (value / 255), (classes, h, w)."""
-        probs = self.scores if self.mode == "crop" else self.scores / self.weights.clamp_min(1e-30)
-        probs = torch.nan_to_num(probs, nan=0.0, posinf=0.0)
-        return (probs * 255.0).round_().clamp_(0, 255).to(torch.uint8).cpu().numpy()
+        probs = None
+        if probabilities:
+            blended = scores if self.mode == "crop" else scores / weights.clamp_min(1e-30)
+            blended = torch.nan_to_num(blended, nan=0.0, posinf=0.0)
+            probs = (blended * 255.0).round_().clamp_(0, 255).to(torch.uint8).cpu().numpy()
+        # move the rows still open to the top of the buffers and empty the rest
+        carry = self.rows - n
+        if carry:
+            self.scores[:, :carry] = self.scores[:, n:self.rows].clone()
+            self.weights[:carry] = self.weights[n:self.rows].clone()
+        self.scores[:, carry:self.rows] = 0.0
+        self.weights[carry:self.rows] = self.fill
+        self.top, self.rows = row_stop, carry
+        return labels, probs

@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 
 from .blocks import STAGES, BlockReport
+from .sizing import sizing_note
 
 LIBRARIES = ("tilepipe", "torch", "torchvision", "numpy", "rasterio", "zarr", "dask", "distributed", "pydicom")
 
@@ -88,8 +89,8 @@ def build_summary(prepared, reports: list[BlockReport], store_url: str, setup_se
     tiles = sum(r.tiles for r in reports)
     no_data = [r for r in reports if r.no_data]
     failed = [r for r in reports if r.error]
-    tiles_no_data = sum(r.tiles_skipped for r in reports) + sum(p.block(r.index).tile_count for r in no_data)
-    tiles_planned = sum(p.block(r.index).tile_count for r in reports)
+    tiles_no_data = sum(r.tiles_skipped for r in reports)
+    tiles_planned = tiles + tiles_no_data
     processed = sum(p.block(r.index).core.area for r in reports) / 1e6
     macs = model.macs_per_tile(p.tile_height, p.tile_width)
     forward_flops = 2 * macs * tiles
@@ -100,6 +101,7 @@ def build_summary(prepared, reports: list[BlockReport], store_url: str, setup_se
         warnings.append(f"{len(failed)} block(s) failed; the store is incomplete (finish it with --resume).")
     if len(no_data) == p.block_count:
         warnings.append("ALL NO-DATA: every pixel of the input is no-data (nodata, NaN or Inf); the mask is 255 everywhere.")
+    data_engine = engine_as_run(reports, prepared.engine)
     described = source.describe()
     warnings += described.get("warnings", [])
     data = {
@@ -121,7 +123,7 @@ def build_summary(prepared, reports: list[BlockReport], store_url: str, setup_se
         },
         "cost": cost_figures(model, (p.tile_height, p.tile_width)),
         "settings": settings_origins(prepared, described),
-        "engine": engine_as_run(reports, prepared.engine),
+        "engine": data_engine,
         "plan": {
             "tile": [p.tile_height, p.tile_width],
             "overlap": p.grid.overlap,
@@ -129,6 +131,8 @@ def build_summary(prepared, reports: list[BlockReport], store_url: str, setup_se
             "blending": options.blending,
             "chunk_size": p.chunk_size,
             "block_size": p.block_size,
+            "strips": p.strips,
+            "strip_width": p.strip_width,
             "blocks": p.block_count,
             "blocks_run": len(reports),
             "blocks_reused": reused,
@@ -141,7 +145,7 @@ def build_summary(prepared, reports: list[BlockReport], store_url: str, setup_se
             "compute_saved_by_skipping": _r(tiles_no_data / tiles_planned) if tiles_planned else 0.0,
             "overlap_cost_factor": _r(p.overlap_cost_factor),
             "read_megapixels": _r(sum(r.read_pixels for r in reports) / 1e6),
-            "largest_read_megapixels": _r(max((r.read_pixels for r in reports), default=0) / 1e6),
+            "largest_read_megapixels": _r(max((r.largest_read_pixels for r in reports), default=0) / 1e6),
             "forward_calls": sum(r.forward_calls for r in reports),
             "chunks_written": sum(_chunks(p.block(r.index).core, p.chunk_size) for r in reports if not r.error),
         },
@@ -152,6 +156,7 @@ def build_summary(prepared, reports: list[BlockReport], store_url: str, setup_se
         },
         "environment": {
             "workers": slots,
+            "sizing": sizing_note(str(data_engine["device"]).split(":")[0], options.workers, slots),
             "scheduler": scheduling.describe(),
             "cpu_count": os.cpu_count(),
             "python": platform.python_version(),
@@ -325,7 +330,8 @@ def render_markdown(d: dict) -> str:
         "",
         "## Plan",
         f"- Tiles {plan['tile'][0]} x {plan['tile'][1]}, overlap {plan['overlap']}, {plan['blending']} blending; "
-        f"blocks of {plan['block_size']} px in {plan['chunk_size']} px chunks: {plan['blocks']} blocks",
+        f"{plan['strips']} strip(s) of {plan['strip_width']} px (at most {plan['block_size']}), "
+        f"{plan['blocks']} blocks of one {plan['chunk_size']} px chunk row each",
         f"- Tiles computed {plan['tiles_computed']} of {plan['tiles_planned']} planned (lattice {plan['lattice_tiles']}), "
         f"overlap cost factor {plan['overlap_cost_factor']}",
         *([f"- Resumed: {plan['blocks_reused']} finished blocks reused, {plan['blocks_run']} run now"]
@@ -370,6 +376,9 @@ def render_markdown(d: dict) -> str:
     env = d["environment"]
     lines += ["", "## Environment",
               f"- Python {env['python']} on {env['platform']}, {env['cpu_count']} CPUs, {env['workers']} worker(s), {env['scheduler']}",
+              *([f"- Sizing: {env['sizing']['tasks_at_once']} task(s) at once ({env['sizing']['tasks_rule']}), "
+                 f"{env['sizing']['reader_threads']} reader threads ({env['sizing']['reader_threads_rule']})"]
+                if env.get("sizing") else []),
               "- " + ", ".join(f"{k} {v}" for k, v in env["libraries"].items()),
               "", "References are ids in tilepipe's catalog: `tilepipe catalog ID` shows one.", ""]
     return "\n".join(lines)
