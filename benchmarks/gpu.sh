@@ -57,7 +57,7 @@ fi
 
 # 2. the CUDA tests (skipped, and so quick, without a device)
 log "CUDA tests"
-timeout 200 "$PYTHON" -m pytest -q -rs -p no:cacheprovider tests/test_cuda.py --junitxml="$out/cuda_tests.xml" \
+timeout 150 "$PYTHON" -m pytest -q -rs -p no:cacheprovider tests/test_cuda.py --junitxml="$out/cuda_tests.xml" \
   > "$out/cuda_tests.txt" 2>&1
 tests_rc=$?
 tail -n 15 "$out/cuda_tests.txt" | tee -a "$out/gpu_sh.log"
@@ -73,7 +73,7 @@ else
          --batch-size "${BATCH:-16}" --workers "${WORKERS:-4}")
 fi
 log "throughput.py ${sizes[*]}"
-timeout 330 "$PYTHON" benchmarks/throughput.py "${sizes[@]}" --weights none --precision bf16 --output-stride 8,16 \
+timeout 300 "$PYTHON" benchmarks/throughput.py "${sizes[@]}" --weights none --precision bf16 --output-stride 8,16 \
   --workdir "$WORKDIR" --json "$out/throughput.json" --table "$out/throughput_table.md" > "$out/throughput.txt" 2>&1
 bench_rc=$?
 grep -E "^(target|GPU busy|NVML|\|)" "$out/throughput.txt" | tee -a "$out/gpu_sh.log"

@@ -143,6 +143,8 @@ class Engine:
         self._in_flight: deque = deque()  # end events of the passes queued on the compute stream
         self.busy_clock = DeviceBusyClock()
         self.warmup_seconds = 0.0
+        if self.cuda:  # once: the weights and constants were copied on the default stream, which
+            torch.cuda.synchronize(self.device)  # the compute stream does not wait for
 
     def batch_size_for(self, height: int, width: int) -> int:
         """The batch size for this tile shape (fixed, or chosen once per shape when ``auto``)."""
