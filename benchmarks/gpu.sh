@@ -5,11 +5,12 @@
 #      (made by benchmarks/fetch_wheels.sh, carried beside the working tree); tilepipe itself runs
 #      from the working tree (PYTHONPATH), as nothing can build it without an index;
 #   2. run the CUDA tests (tests/test_cuda.py);
-#   3. run benchmarks/throughput.py on an 8192^2 mosaic: ceiling, tilepipe, naive loop and MONAI
+#   3. run benchmarks/throughput.py on an 8192^2 mosaic (built on the CPUs while the tests run):
+#      ceiling, tilepipe, naive loop and MONAI
 #      side by side in one process, same tile size, overlap, batch size and precision (bf16), at
 #      output stride 8 and 16;
 #   4. leave in OUT_DIR: environment.txt, cuda_tests.txt (+ .xml), throughput.txt (everything the
-#      benchmark printed), throughput.json, throughput_table.md, gpu_sh.log.
+#      benchmark printed), throughput.json, throughput_table.md, mosaic.txt, gpu_sh.log.
 # --cpu-smoke runs the same steps on the CPU, on a tiny mosaic with the stand-in model, in about a
 # minute, so the script is known to work before any GPU time is spent (tests/test_gpu_script.py).
 #
@@ -55,7 +56,23 @@ if [[ $smoke == 0 ]] && ! "$PYTHON" -c "import torch, sys; sys.exit(not torch.cu
   exit 2
 fi
 
-# 2. the CUDA tests (skipped, and so quick, without a device)
+# 2. the benchmark's mosaic, built on the CPUs while the tests use the GPU
+if [[ $smoke == 1 ]]; then
+  side=384
+  sizes=(--size $side --tile-size 128 --overlap 16 --block-size 256 --chunk-size 128 --model standin --device cpu
+         --naive-limit 4 --ceiling-seconds 0.3 --batch-size 4 --workers 2)
+else
+  side=${SIZE:-8192}
+  sizes=(--size "$side" --tile-size 512 --overlap 64 --block-size 2048 --chunk-size 512
+         --model deeplabv3_resnet101 --device cuda --naive-limit 64 --ceiling-seconds 5
+         --batch-size "${BATCH:-16}" --workers "${WORKERS:-4}")
+fi
+"$PYTHON" -c "import sys; sys.path.insert(0, 'benchmarks'); from pathlib import Path; from _common import build_mosaic
+path, built = build_mosaic(Path(sys.argv[1]), int(sys.argv[2])); print(path, 'built' if built else 'cached')" \
+  "$WORKDIR" "$side" > "$out/mosaic.txt" 2>&1 &
+mosaic=$!
+
+# 3. the CUDA tests (skipped, and so quick, without a device)
 log "CUDA tests"
 timeout 150 "$PYTHON" -m pytest -q -rs -p no:cacheprovider tests/test_cuda.py --junitxml="$out/cuda_tests.xml" \
   > "$out/cuda_tests.txt" 2>&1
@@ -63,15 +80,8 @@ tests_rc=$?
 tail -n 15 "$out/cuda_tests.txt" | tee -a "$out/gpu_sh.log"
 log "CUDA tests exit status $tests_rc"
 
-# 3. the side-by-side benchmark
-if [[ $smoke == 1 ]]; then
-  sizes=(--size 384 --tile-size 128 --overlap 16 --block-size 256 --chunk-size 128 --model standin --device cpu
-         --naive-limit 4 --ceiling-seconds 0.3 --batch-size 4 --workers 2)
-else
-  sizes=(--size "${SIZE:-8192}" --tile-size 512 --overlap 64 --block-size 2048 --chunk-size 512
-         --model deeplabv3_resnet101 --device cuda --naive-limit 64 --ceiling-seconds 5
-         --batch-size "${BATCH:-16}" --workers "${WORKERS:-4}")
-fi
+# 4. the side-by-side benchmark
+wait $mosaic || { log "building the mosaic failed: $(tail -n 1 "$out/mosaic.txt")"; exit 1; }
 log "throughput.py ${sizes[*]}"
 timeout 300 "$PYTHON" benchmarks/throughput.py "${sizes[@]}" --weights none --precision bf16 --output-stride 8,16 \
   --workdir "$WORKDIR" --json "$out/throughput.json" --table "$out/throughput_table.md" > "$out/throughput.txt" 2>&1
