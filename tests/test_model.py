@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from torchvision.models import resnet101
+from torchvision.models import resnet50, resnet101
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.models.segmentation.deeplabv3 import ASPP
 from torchvision.models.segmentation import deeplabv3_resnet101
@@ -21,10 +21,10 @@ class VainFDeepLabV3(nn.Module):
     """DeepLabV3 as DeepLabV3Plus-Pytorch builds it (network/_deeplab.py): the head's layers sit
     under ``classifier.classifier``; at output stride 16 layer3 is not dilated and ASPP uses 6/12/18."""
 
-    def __init__(self, num_classes=21, output_stride=16):
+    def __init__(self, num_classes=21, output_stride=16, depth=resnet101):
         super().__init__()
         dilate, rates = ([False, False, True], [6, 12, 18]) if output_stride == 16 else ([False, True, True], [12, 24, 36])
-        self.backbone = IntermediateLayerGetter(resnet101(replace_stride_with_dilation=dilate), {"layer4": "out"})
+        self.backbone = IntermediateLayerGetter(depth(replace_stride_with_dilation=dilate), {"layer4": "out"})
         self.classifier = nn.Module()
         self.classifier.classifier = nn.Sequential(
             ASPP(2048, rates), nn.Conv2d(256, 256, 3, padding=1, bias=False), nn.BatchNorm2d(256), nn.ReLU(),
@@ -71,6 +71,21 @@ def test_deeplabv3plus_checkpoint_reproduces_source_outputs_in_its_geometry(vain
     with torch.no_grad():
         got = loaded.module(x)["out"]
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.real_model
+def test_deeplabv3plus_resnet50_os8_checkpoint_loads_as_deeplabv3_resnet50(tmp_path):
+    """The repository's other torchvision-form architecture; ``_os8`` in the name means stride 8."""
+    torch.manual_seed(2)
+    source = calibrate_batchnorm(VainFDeepLabV3(num_classes=4, output_stride=8, depth=resnet50),
+                                 [torch.rand(2, 3, 64, 64)])
+    path = tmp_path / "best_deeplabv3_resnet50_voc_os8.pth"
+    torch.save({"model_state": source.state_dict(), "best_score": np.float64(0.5)}, path)
+    loaded = load_model(ModelSpec("deeplabv3_resnet50", str(path)))
+    assert loaded.output_stride == 8 and loaded.weights_format == "DeepLabV3Plus-Pytorch"
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.module(x)["out"], source(x), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.real_model
