@@ -141,15 +141,22 @@ class Architecture:
     backbone: str = ""
     published_aux: bool = False
     """torchvision's published weights carry an auxiliary head (and its GFLOPS figure counts it)."""
+    stride_free: bool = False
+    """No downsampling at all (the stand-in): a requested output stride does not apply and is ignored."""
+
+    def stride_for(self, requested: int | None) -> int:
+        """The output stride to build: ``requested`` when given and supported, else the native one."""
+        if self.stride_free or requested is None:
+            return self.output_strides[0]
+        if requested not in self.output_strides:
+            raise TilepipeError(f"--output-stride {requested}: {self.name} supports "
+                                f"{' or '.join(map(str, self.output_strides))}")
+        return requested
 
     def make(self, num_classes: int, output_stride: int | None = None, in_channels: int = 3,
              aux: bool = False) -> nn.Module:
         """Build it; ``in_channels`` other than 3 replaces the first convolution by one of that width."""
-        stride = output_stride or self.output_strides[0]
-        if stride not in self.output_strides:
-            raise TilepipeError(f"--output-stride {stride}: {self.name} supports "
-                                f"{' or '.join(map(str, self.output_strides))}")
-        module = self.build(num_classes, stride, aux)
+        module = self.build(num_classes, self.stride_for(output_stride), aux)
         if in_channels != 3:
             set_input_channels(module, in_channels)
         return module
@@ -187,7 +194,7 @@ REGISTRY: dict[str, Architecture] = {a.name: a for a in (
                  _resnet_stages, FCN_ResNet50_Weights, backbone="ResNet-50", published_aux=True),
     Architecture("lraspp_mobilenet_v3_large", _lraspp_mobilenet, (16,), "classifier.high_classifier.weight",
                  _mobilenet_stages, LRASPP_MobileNet_V3_Large_Weights, backbone="MobileNetV3-Large"),
-    Architecture("standin", _standin, (1,), "body.2.weight", _standin_stages, default_classes=4),
+    Architecture("standin", _standin, (1,), "body.2.weight", _standin_stages, default_classes=4, stride_free=True),
 )}
 NETWORKS = tuple(name for name in REGISTRY if name != "standin")
 """The real segmentation networks (what ``plan --compare`` compares)."""

@@ -173,7 +173,7 @@ def _resolve(spec: ModelSpec, download: bool) -> tuple[ModelCard, dict | None]:
         if spec.num_classes and spec.num_classes != num_classes:
             raise TilepipeError(f"--num-classes {spec.num_classes}, but {origin} holds a {num_classes}-class head")
         _check_bands(spec, channels, identity)
-    stride = spec.output_stride or natural_stride
+    stride = arch.stride_for(spec.output_stride or natural_stride)
     with torch.device("meta"):
         parameters = sum(p.numel() for p in arch.make(num_classes, stride, channels).parameters())
     imagenet = spec.normalise and channels == 3
