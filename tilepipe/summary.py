@@ -92,7 +92,8 @@ def build_summary(prepared, reports: list[BlockReport], store_url: str, setup_se
     tiles_no_data = sum(r.tiles_skipped for r in reports)
     tiles_planned = tiles + tiles_no_data
     processed = sum(p.block(r.index).core.area for r in reports) / 1e6
-    macs = model.macs_per_tile(p.tile_height, p.tile_width)
+    cost = cost_figures(model, (p.tile_height, p.tile_width))  # counted once, on the meta device
+    macs = cost["macs_per_tile"]
     forward_flops = 2 * macs * tiles
     warnings = []
     if model.random_weights:
@@ -121,7 +122,7 @@ def build_summary(prepared, reports: list[BlockReport], store_url: str, setup_se
                          "with torch.utils.flop_counter on a meta-device copy",
             "card_file": prepared.card_file.describe() if prepared.card_file else None,
         },
-        "cost": cost_figures(model, (p.tile_height, p.tile_width)),
+        "cost": cost,
         "settings": settings_origins(prepared, described),
         "engine": data_engine,
         "plan": {
@@ -273,7 +274,7 @@ def bottleneck(d: dict, plan, model) -> dict:
                 advice.append("use --precision bf16 (tensor cores)")
             advice.append(f"try a larger --batch-size than {eng['batch_size']}")
         if pl["output_stride"] == 8 and model.spec.architecture != "standin":
-            cheaper = model.macs_per_tile(*pl["tile"], output_stride=16)
+            cheaper = d["cost"]["other_output_strides"]["16"]
             advice.append(f"--output-stride 16 needs {cheaper / 1e9:.1f} G multiply-adds per tile instead of "
                           f"{d['model']['macs_per_tile'] / 1e9:.1f} G (check the accuracy trade-off)")
         if pl["overlap_cost_factor"] > 1.3 and plan.block_size * 2 <= max(plan.height, plan.width) * 2:
