@@ -1,4 +1,8 @@
-"""The run summary agrees with the store and with itself, and claims only what the run did."""
+"""The run summary agrees with the store and with itself, and claims only what the run did.
+
+The runs use the stand-in model: the summary's bookkeeping is the same whatever network ran. Which
+stage dominates, and how far stages overlap, depend on the machine and its load, so they are
+checked for consistency with the run's own figures, never for a particular outcome."""
 
 from __future__ import annotations
 
@@ -15,20 +19,19 @@ from tilepipe.model import count_macs
 
 
 @pytest.fixture(scope="module")
-def real_run(tmp_path_factory):
+def standin_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("summary")
     data = smooth_image(256, 512)
     data[:, :, 256:] = 0  # the right block holds no data
     path = write_geotiff(tmp / "half.tif", data, nodata=0)
     out = tmp / "half.zarr"
-    summary = tilepipe.run(str(path), str(out), weights="none", tile_size=128, overlap=32, chunk_size=128,
-                           block_size=256, workers=1)
+    summary = tilepipe.run(str(path), str(out), model="standin", weights="none", tile_size=128, overlap=32,
+                           chunk_size=128, block_size=256, workers=1)
     return summary.data, out
 
 
-@pytest.mark.real_model
-def test_summary_agrees_with_the_store(real_run):
-    d, out = real_run
+def test_summary_agrees_with_the_store(standin_run):
+    d, out = standin_run
     group = zarr.open_group(str(out))
     assert d["output"]["mask_shape"] == list(group["mask"].shape)
     assert d["plan"]["blocks"] == group["blocks"].size == 2
@@ -37,23 +40,22 @@ def test_summary_agrees_with_the_store(real_run):
     assert d["plan"]["tiles_computed"] + d["plan"]["tiles_skipped_no_data"] == d["plan"]["tiles_planned"]
 
 
-@pytest.mark.real_model
-def test_summary_agrees_with_itself(real_run):
-    d, _ = real_run
+def test_summary_agrees_with_itself(standin_run):
+    d, _ = standin_run
     t, thr = d["timing"], d["throughput"]
     assert thr["megapixels_per_second"] == pytest.approx(d["input"]["megapixels"] / t["wall_seconds"], rel=1e-3)
     # the parts that run one after another add up to the wall time
     assert sum(t["sequential_seconds"].values()) == pytest.approx(t["wall_seconds"], rel=0.10)
-    # the stages account for the blocks' wall time; where they exceed it (the reader thread
-    # prepares the next batch while the model runs) the summary says they overlapped
+    # where the stages' busy time exceeds the blocks' wall time (the reader thread prepares the next
+    # batch while the model runs) the summary says they overlapped, and only then
     busy = sum(t["stage_busy_seconds"].values())
-    assert busy >= 0.9 * t["sequential_seconds"]["blocks"]
     overlapped = busy > 1.02 * t["sequential_seconds"]["blocks"]
     assert ("overlapped" in t["overlap"]) == overlapped
     assert ("tactic-overlap-io-compute" in {x["id"] for x in d["tactics"]}) == overlapped
     flops = 2 * d["model"]["macs_per_tile"] * d["plan"]["tiles_computed"]
     assert thr["model_tflops_while_running"] == pytest.approx(flops / t["stage_busy_seconds"]["forward"] / 1e12, rel=1e-3)
-    assert d["bottleneck"]["stage"] == "forward"
+    # the bottleneck named is the stage that was busiest in this run, whichever it was
+    assert t["stage_busy_seconds"][d["bottleneck"]["stage"]] == max(t["stage_busy_seconds"].values())
 
 
 def test_overlapping_stages_are_stated_not_summed(tmp_path):
@@ -83,9 +85,8 @@ def test_random_weights_are_in_the_first_lines(tmp_path):
     assert summary["warnings"][0].startswith("RANDOM WEIGHTS")
 
 
-@pytest.mark.real_model
-def test_cpu_fp32_run_claims_no_gpu_tactics_and_cites_only_catalog_ids(real_run):
-    d, _ = real_run
+def test_cpu_fp32_run_claims_no_gpu_tactics_and_cites_only_catalog_ids(standin_run):
+    d, _ = standin_run
     ids = {t["id"] for t in d["tactics"]}
     assert d["engine"]["device"] == "cpu" and d["engine"]["precision"] == "fp32"
     assert not ids & {"tactic-mixed-precision", "tactic-pinned-memory", "tactic-cudnn-autotune"}
@@ -93,7 +94,7 @@ def test_cpu_fp32_run_claims_no_gpu_tactics_and_cites_only_catalog_ids(real_run)
     catalog = load_catalog()
     cited = {ref for t in d["tactics"] for ref in t["references"]}
     assert cited and cited <= set(catalog)
-    markdown = tilepipe.open(str(real_run[1])).summary
+    markdown = tilepipe.open(str(standin_run[1])).summary
     assert markdown == d
 
 
