@@ -33,8 +33,9 @@ from .model.compare import compare_architectures
 from .progress import Progress
 from .schedule import Scheduling, runner
 from .sizing import default_workers
-from .sink import MaskStore, check_output, remove_output
+from .sink import NO_LABEL, MaskStore, check_output, remove_output
 from .sources import SourceSpec, open_source
+from .sources.geotiff import bounded_gdal_cache
 from .sources.scaling import ScalingRequest
 from .stitch import BLENDING_MODES
 from .summary import Summary, build_summary
@@ -267,7 +268,8 @@ def run(input: str, output: str, options: RunOptions | None = None, *, config=No
     run_id = uuid.uuid4().hex[:12]
     lease = Lease.acquire(output, run_id)
     try:
-        return _run_leased(input, output, settings, scheduling, run_id, progress, t0)
+        with bounded_gdal_cache():  # process-wide, so chosen here, for the run, and restored after it
+            return _run_leased(input, output, settings, scheduling, run_id, progress, t0)
     finally:
         lease.release()
 
@@ -291,7 +293,7 @@ def _run_leased(input: str, output: str, settings: Settings, scheduling: Schedul
                 output, p, model.num_classes, options.probabilities,
                 attrs={
                     **source.geometry(),
-                    "nodata": 255,
+                    "nodata": NO_LABEL,
                     "class_names": list(model.class_names),
                     **({"class_colours": [list(c) for c in card_file.class_colours]}
                        if card_file and card_file.class_colours else {}),

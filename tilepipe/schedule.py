@@ -34,6 +34,7 @@ from .blocks import BlockReport, RunContext, block_listener, process_task
 from .engine import EngineOptions, resolve_device, resolve_precision
 from .errors import TilepipeError
 from .grid import Unit
+from .sources.geotiff import GDAL_CACHE_MB
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,25 @@ class DistributedRunner:
         return reports
 
 
+def worker_environment() -> dict[str, str]:
+    """What the processes of a LocalCluster tilepipe starts need set before they start: GDAL's
+    block cache is per process and sized from GDAL_CACHEMAX (in MB) at its first use (see
+    :func:`tilepipe.sources.geotiff.bounded_gdal_cache`); a value the caller set is inherited."""
+    return {} if "GDAL_CACHEMAX" in os.environ else {"GDAL_CACHEMAX": str(GDAL_CACHE_MB)}
+
+
+def restore_environ(saved: dict[str, str]) -> None:
+    """Undo, key by key, what was written into ``os.environ`` since ``saved`` was taken: keys added
+    are removed, keys changed or removed get their old value back. Only those keys are touched:
+    clearing the whole mapping and refilling it would leave, for a moment, an empty environment
+    for any other thread of the caller's process reading it (GDAL, OpenMP and the like do)."""
+    for key in set(os.environ) - set(saved):
+        del os.environ[key]
+    for key, value in saved.items():
+        if os.environ.get(key) != value:
+            os.environ[key] = value
+
+
 @contextmanager
 def runner(scheduling: Scheduling):
     """The runner for ``scheduling``, with any cluster it starts up before and torn down after,
@@ -168,10 +188,9 @@ def runner(scheduling: Scheduling):
         saved = dict(os.environ)  # LocalCluster exports OMP_NUM_THREADS=1 & co. into this process
         try:
             cluster = LocalCluster(n_workers=scheduling.local_workers, threads_per_worker=1, processes=True,
-                                   dashboard_address=":0")
+                                   dashboard_address=":0", env=worker_environment())
         finally:
-            os.environ.clear()
-            os.environ.update(saved)
+            restore_environ(saved)
         client = Client(cluster)
     else:
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+from contextlib import nullcontext
 
 import numpy as np
 import rasterio
@@ -18,7 +19,7 @@ from rasterio.enums import MaskFlags
 from rasterio.errors import RasterioError
 from rasterio.windows import Window as RioWindow
 
-from ..errors import TilepipeError
+from ..errors import TilepipeError, first_line
 from ..grid import Window
 from . import SourceSpec
 from .scaling import finite_columns, mark_non_finite, resolve_scaling
@@ -31,13 +32,20 @@ SCAN_ROWS = 256
 SCAN_VALUES = 4096
 
 
-def bound_gdal_cache() -> None:
-    """GDAL caches decoded blocks up to 5% of the machine's RAM by default (1.2 GB on 24 GB), so
-    on a big scene that cache, not tilepipe, would fill memory as the scene grows. Each block's
-    window is read once (its halo again by a neighbour), so 256 MB is plenty. A GDAL_CACHEMAX
-    environment variable wins."""
-    if "GDAL_CACHEMAX" not in os.environ:
-        rasterio.env.set_gdal_config("GDAL_CACHEMAX", GDAL_CACHE_MB)
+def bounded_gdal_cache():
+    """A scope in which GDAL's block cache holds at most GDAL_CACHE_MB; GDAL's default is 5% of
+    the machine's RAM (1.2 GB on 24 GB), so on a big scene that cache, not tilepipe, would fill
+    memory as the scene grows. Each block's window is read once (its halo again by a neighbour),
+    so 256 MB is plenty. A GDAL_CACHEMAX environment variable wins.
+
+    GDAL has one block cache per process and rasterio's ``Env`` resizes it (GDALSetCacheMax64)
+    from whichever thread enters, restoring the old size on exit. So the scope is a whole run,
+    entered once by the entry point (:func:`tilepipe.run`): a scope per read in the reader threads
+    would race, one thread's exit restoring the default while another still reads. rasterio takes
+    the size in bytes (a bare 256 would be 256 bytes)."""
+    if "GDAL_CACHEMAX" in os.environ:
+        return nullcontext()
+    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20)
 
 
 class GeoTiffSource:
@@ -48,7 +56,6 @@ class GeoTiffSource:
         self.spec = spec
         self.path = spec.path
         self._local = threading.local()
-        bound_gdal_cache()
         if "://" not in self.path and not os.path.exists(self.path):
             raise TilepipeError(f"{self.path}: no such file")
         ds = self._dataset()
@@ -75,7 +82,7 @@ class GeoTiffSource:
             try:
                 ds = rasterio.open(self.path)
             except RasterioError as exc:
-                raise TilepipeError(f"{self.path}: not a readable raster ({_gdal_message(exc)})") from None
+                raise TilepipeError(f"{self.path}: not a readable raster ({first_line(exc)})") from None
             self._local.ds = ds
         return ds
 
@@ -98,7 +105,7 @@ class GeoTiffSource:
         try:
             ds.read(list(self.bands), window=last)
         except RasterioError as exc:
-            raise TilepipeError(f"{self.path}: cannot read its last block, the file looks truncated or corrupt ({_gdal_message(exc)})") from None
+            raise TilepipeError(f"{self.path}: cannot read its last block, the file looks truncated or corrupt ({first_line(exc)})") from None
 
     def read(self, window: Window, plane: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         pixels = np.zeros((len(self.bands), window.height, window.width), self.dtype)
@@ -116,7 +123,7 @@ class GeoTiffSource:
             else:
                 valid[rows, cols] = ds.read_masks(self._mask_bands, window=rio_window).max(axis=0) > 0
         except RasterioError as exc:
-            raise TilepipeError(f"{self.path}: cannot read window {inside} ({_gdal_message(exc)})") from None
+            raise TilepipeError(f"{self.path}: cannot read window {inside} ({first_line(exc)})") from None
         mark_non_finite(pixels, valid)
         return pixels, valid
 
@@ -200,8 +207,3 @@ class GeoTiffSource:
             "crs": ds.crs.to_string() if ds.crs else None,
             "scaling": self.scaling.to_json(),
         }
-
-
-def _gdal_message(exc: Exception) -> str:
-    """GDAL messages repeat the path and run long; keep the first line."""
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
