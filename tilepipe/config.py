@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from .errors import TilepipeError
+from .errors import TilepipeError, first_line
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,7 @@ def _config_data(path: str | Path | None) -> dict:
     except FileNotFoundError:
         raise TilepipeError(f"{path}: no such config file") from None
     except yaml.YAMLError as exc:
-        raise TilepipeError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        raise TilepipeError(f"{path}: not valid YAML ({first_line(exc)})") from None
     if not isinstance(data, dict):
         raise TilepipeError(f"{path}: expected a mapping of option names to values")
     return {str(k).replace("-", "_"): v for k, v in data.items()}

@@ -2,8 +2,8 @@
 
 Layout of a store (``zarr.open_group(path)``)::
 
-    mask            (y, x), (z, y, x) or (volume, z, y, x) uint8, 255 where the source has no data
-    probabilities   (class, y, x), (z, class, y, x) or (volume, z, class, y, x) uint8, p * 255
+    mask            (y, x), (z, y, x) or (volume, z, y, x) uint8, NO_LABEL (255) where the source has no data
+    probabilities   (class, y, x), (z, class, y, x) or (volume, z, class, y, x) uint8, p * PROBABILITY_SCALE
                     (only with --probabilities)
     blocks          one uint8 per block, 1 once that block's chunks are stored (a 4-D series'
                     planes run volume-major: plane v * z + k)
@@ -37,6 +37,9 @@ from .grid import Block, Plan
 STORE_FORMAT = "tilepipe-mask/1"
 NO_LABEL = 255
 """The mask value for pixels where the source has no data (and the Zarr fill value)."""
+PROBABILITY_SCALE = 255
+"""Stored probabilities are uint8 ``round(p * PROBABILITY_SCALE)``: 1/255 steps, the full uint8 range
+(unrelated to NO_LABEL, a label value)."""
 
 
 def local_or_url(url: str) -> str:
@@ -121,7 +124,7 @@ class MaskStore:
             group.create_array("probabilities", shape=stack + (num_classes,) + plane,
                                chunks=stack_chunk + (num_classes,) + chunks, dtype="uint8", fill_value=0,
                                dimension_names=[*stack_dim, "class", "y", "x"],
-                               attributes={"long_name": "class probability", "scale_factor": 1 / 255})
+                               attributes={"long_name": "class probability", "scale_factor": 1 / PROBABILITY_SCALE})
         group.create_array("blocks", shape=plan.block_grid_shape, chunks=(1,) * len(plan.block_grid_shape),
                            dtype="uint8", fill_value=0,
                            dimension_names=[*(["plane"] if plan.volumes else stack_dim), "block_row", "block_col"],

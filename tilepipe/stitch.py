@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .grid import Window
-from .sink import NO_LABEL
+from .sink import NO_LABEL, PROBABILITY_SCALE
 
 BLENDING_MODES = ("gaussian", "crop")
 SIGMA_SCALE = 0.125
@@ -117,7 +117,7 @@ class StripStitcher:
         if probabilities:
             blended = scores if self.mode == "crop" else scores / weights.clamp_min(1e-30)
             blended = torch.nan_to_num(blended, nan=0.0, posinf=0.0)
-            probs = (blended * 255.0).round_().clamp_(0, 255).to(torch.uint8).cpu().numpy()
+            probs = (blended * PROBABILITY_SCALE).round_().clamp_(0, PROBABILITY_SCALE).to(torch.uint8).cpu().numpy()
         # move the rows still open to the top of the buffers and empty the rest
         carry = self.rows - n
         if carry:

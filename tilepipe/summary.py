@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 
 from .blocks import STAGES, BlockReport
+from .sink import NO_LABEL
 from .sizing import sizing_note
 
 LIBRARIES = ("tilepipe", "torch", "torchvision", "numpy", "rasterio", "zarr", "dask", "distributed", "pydicom")
@@ -101,7 +102,8 @@ def build_summary(prepared, reports: list[BlockReport], store_url: str, setup_se
     if failed:
         warnings.append(f"{len(failed)} block(s) failed; the store is incomplete (finish it with --resume).")
     if len(no_data) == p.block_count:
-        warnings.append("ALL NO-DATA: every pixel of the input is no-data (nodata, NaN or Inf); the mask is 255 everywhere.")
+        warnings.append(f"ALL NO-DATA: every pixel of the input is no-data (nodata, NaN or Inf); the mask is {NO_LABEL} "
+                        "everywhere.")
     data_engine = engine_as_run(reports, prepared.engine)
     described = source.describe()
     warnings += described.get("warnings", [])

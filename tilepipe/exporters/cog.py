@@ -28,7 +28,7 @@ from rasterio.errors import RasterioError
 from rasterio.shutil import copy
 from rasterio.transform import Affine
 
-from ..errors import TilepipeError
+from ..errors import TilepipeError, first_line
 from ..sink import MaskStore
 from ..sink import NO_LABEL
 from .colors import colormap
@@ -47,7 +47,7 @@ def export(store: MaskStore, out: str) -> str:
             copy(tiled, path, driver="COG", BLOCKSIZE=TILE, COMPRESS="DEFLATE",
                  OVERVIEW_RESAMPLING="MODE", NUM_THREADS="ALL_CPUS")
         except RasterioError as exc:
-            raise TilepipeError(f"{out}: cannot write the COG ({str(exc).strip().splitlines()[0]})") from None
+            raise TilepipeError(f"{out}: cannot write the COG ({first_line(exc)})") from None
     return str(out)
 
 

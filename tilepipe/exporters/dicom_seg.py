@@ -29,7 +29,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
 from .. import __version__
-from ..errors import TilepipeError
+from ..errors import TilepipeError, first_line
 from ..sink import NO_LABEL, MaskStore
 from ..sources.dicom_volumes import describe_labels
 
@@ -136,8 +136,7 @@ class _SegWriter:
             )
             seg.save_as(out)
         except (ValueError, TypeError, AttributeError) as exc:
-            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise TilepipeError(f"{out}: highdicom cannot build a SEG for this source ({text})") from None
+            raise TilepipeError(f"{out}: highdicom cannot build a SEG for this source ({first_line(exc)})") from None
         except OSError as exc:
             raise TilepipeError(f"{out}: cannot write it ({exc.strerror or exc})") from None
         return out

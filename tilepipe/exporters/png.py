@@ -23,7 +23,7 @@ import rasterio
 from PIL import Image, ImageDraw, ImageFont
 from rasterio.errors import RasterioError
 
-from ..errors import TilepipeError
+from ..errors import TilepipeError, first_line
 from ..sink import MaskStore
 from ..sources.scaling import IntensityScaling
 from ..sink import NO_LABEL
@@ -87,7 +87,7 @@ def _input_image(store: MaskStore, shape: tuple[int, int]) -> np.ndarray:
             bands = facts["bands_used"][:3]
             raw = ds.read(bands, out_shape=(len(bands), *shape))
     except RasterioError as exc:
-        raise TilepipeError(f"--overlay: cannot read the input {path} ({str(exc).strip().splitlines()[0]}); "
+        raise TilepipeError(f"--overlay: cannot read the input {path} ({first_line(exc)}); "
                             f"export without --overlay") from None
     scaling = IntensityScaling(**facts["scaling"])
     first = {k: getattr(scaling, k)[: len(bands)] for k in ("low", "high")}

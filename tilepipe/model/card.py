@@ -35,7 +35,7 @@ from pathlib import Path
 
 import yaml
 
-from ..errors import TilepipeError
+from ..errors import TilepipeError, first_line
 
 CARD_SUFFIXES = (".yaml", ".yml", ".json")
 CARD_KEYS = frozenset({"name", "architecture", "bands", "scaling", "classes", "output_stride", "tile_size",
@@ -120,7 +120,7 @@ def load_card(path: Path) -> CardFile:
     try:
         data = json.loads(raw) if path.suffix == ".json" else yaml.safe_load(raw)
     except (ValueError, yaml.YAMLError) as exc:
-        raise TilepipeError(f"{path}: not a valid model card ({str(exc).splitlines()[0]})") from None
+        raise TilepipeError(f"{path}: not a valid model card ({first_line(exc)})") from None
     if not isinstance(data, dict):
         raise TilepipeError(f"{path}: a model card is a mapping of keys ({', '.join(sorted(CARD_KEYS))})")
     unknown = sorted(set(map(str, data)) - CARD_KEYS)

@@ -21,7 +21,7 @@ from urllib.error import URLError
 import numpy as np
 import torch
 
-from ..errors import TilepipeError
+from ..errors import TilepipeError, first_line
 from ..sink import NO_LABEL
 from .architectures import Architecture, first_conv
 
@@ -40,8 +40,7 @@ def load_checkpoint(path: Path) -> dict:
     except FileNotFoundError:
         raise TilepipeError(f"{path}: no such checkpoint file") from None
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for bad files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise TilepipeError(f"{path}: not a loadable weights-only PyTorch checkpoint ({first})") from None
+        raise TilepipeError(f"{path}: not a loadable weights-only PyTorch checkpoint ({first_line(exc)})") from None
     if not isinstance(obj, dict):
         raise TilepipeError(f"{path}: expected a state dict or a dict with 'model_state', found {type(obj).__name__}")
     return obj

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import TilepipeError
+from ..errors import TilepipeError, first_line
 from ..sink import NO_LABEL
 from .architectures import Architecture, architecture
 from .checkpoints import (
@@ -188,7 +188,7 @@ def _load_into(module: nn.Module, state: dict, spec: ModelSpec, assign: bool = F
         module.load_state_dict(state, strict=True, assign=assign)
     except RuntimeError as exc:
         raise TilepipeError(f"{spec.weights}: keys do not match {spec.architecture} "
-                            f"({str(exc).splitlines()[0]})") from None
+                            f"({first_line(exc)})") from None
 
 
 def _network(card: ModelCard, aux: bool) -> nn.Module:
