@@ -134,6 +134,16 @@ def read_positions(paths) -> dict[str, tuple[float, float, float]]:
     return found
 
 
+def _shared_groups(spacing: float) -> Dataset:
+    """The shared functional groups of an axial enhanced image: 0.9 mm pixels, ``spacing`` thick."""
+    measures, orientation = Dataset(), Dataset()
+    measures.PixelSpacing, measures.SliceThickness = [0.9, 0.9], spacing
+    orientation.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    shared = Dataset()
+    shared.PixelMeasuresSequence, shared.PlaneOrientationSequence = [measures], [orientation]
+    return shared
+
+
 def write_enhanced_with_positions(source: Path, target: Path, spacing: float = 1.2, slope: float = 2.0,
                                   intercept: float = -10.0) -> Path:
     """A copy of an enhanced multi-frame image given the functional groups real scanners write:
@@ -142,12 +152,7 @@ def write_enhanced_with_positions(source: Path, target: Path, spacing: float = 1
     reading the per-frame macros are both visible."""
     ds = pydicom.dcmread(source)
     frames = int(ds.NumberOfFrames)
-    measures, orientation = Dataset(), Dataset()
-    measures.PixelSpacing, measures.SliceThickness = [0.9, 0.9], spacing
-    orientation.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-    shared = Dataset()
-    shared.PixelMeasuresSequence, shared.PlaneOrientationSequence = [measures], [orientation]
-    ds.SharedFunctionalGroupsSequence = [shared]
+    ds.SharedFunctionalGroupsSequence = [_shared_groups(spacing)]
     per_frame = []
     for k in range(frames):
         position, transform, item = Dataset(), Dataset(), Dataset()
@@ -166,12 +171,7 @@ def write_enhanced_temporal(source: Path, target: Path, spacing: float = 3.0) ->
     dimension index (TemporalPositionIndex, InStackPositionNumber) scanners write."""
     ds = pydicom.dcmread(source)
     frames = int(ds.NumberOfFrames)
-    measures, orientation = Dataset(), Dataset()
-    measures.PixelSpacing, measures.SliceThickness = [0.9, 0.9], spacing
-    orientation.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-    shared = Dataset()
-    shared.PixelMeasuresSequence, shared.PlaneOrientationSequence = [measures], [orientation]
-    ds.SharedFunctionalGroupsSequence = [shared]
+    ds.SharedFunctionalGroupsSequence = [_shared_groups(spacing)]
     dimensions = []
     for pointer in (0x00209128, 0x00209057):  # TemporalPositionIndex, InStackPositionNumber
         item = Dataset()

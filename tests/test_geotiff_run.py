@@ -12,9 +12,21 @@ import zarr
 
 import tilepipe
 from tests.conftest import shared_file
+from tilepipe.sources.geotiff import GeoTiffSource
 
 NAMES = ["RGB.byte.tif", "cogeo.tif", "rgb_lzw.tif", "rmnp-rgb.tif",
          "LC08_L1TP_224077_20200518_20200518_01_RT_B2_60m.TIF"]
+
+
+def before_each_read(monkeypatch, call) -> None:
+    """Have ``call(window)`` run before every :meth:`GeoTiffSource.read`, in whichever thread reads."""
+    original = GeoTiffSource.read
+
+    def spy(self, window, plane=None):
+        call(window)
+        return original(self, window, plane)
+
+    monkeypatch.setattr(GeoTiffSource, "read", spy)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -69,17 +81,10 @@ def test_all_nodata_blocks_skip_the_model(tmp_tif, tmp_path):
 def test_reads_are_windows_never_the_whole_raster(tmp_tif, tmp_path, monkeypatch):
     """Every read is one block plus its halo; the statistics sample is small windows."""
     from tests.conftest import smooth_image
-    from tilepipe.sources.geotiff import GeoTiffSource
 
     path = tmp_tif(data=smooth_image(900, 1100, dtype=np.uint16))  # uint16: percentile statistics
     reads = []
-    original = GeoTiffSource.read
-
-    def spy(self, window, plane=None):
-        reads.append(window)
-        return original(self, window, plane)
-
-    monkeypatch.setattr(GeoTiffSource, "read", spy)
+    before_each_read(monkeypatch, reads.append)
     tilepipe.run(str(path), str(tmp_path / "m.zarr"), model="standin", weights="none", tile_size=128,
                  overlap=32, chunk_size=256, block_size=256)
     largest = max(w.area for w in reads)
@@ -91,21 +96,13 @@ def test_a_40000_pixel_scene_plans_from_a_few_small_windows(tmp_path, monkeypatc
     """A sparse 40,000 x 40,000 GeoTIFF (no pixel written): opening, statistics and the dry run
     read a few small windows only (counted, not timed), and the plan's figures follow from
     geometry alone."""
-    from tilepipe.sources.geotiff import GeoTiffSource
-
     path = tmp_path / "huge.tif"
     with rasterio.open(path, "w", driver="GTiff", width=40000, height=40000, count=3, dtype="uint16",
                        tiled=True, blockxsize=512, blockysize=512, compress="deflate", sparse_ok=True,
                        crs="EPSG:32618", transform=rasterio.transform.from_origin(0, 0, 10, 10)):
         pass
     reads = []
-    original = GeoTiffSource.read
-
-    def spy(self, window, plane=None):
-        reads.append(window)
-        return original(self, window, plane)
-
-    monkeypatch.setattr(GeoTiffSource, "read", spy)
+    before_each_read(monkeypatch, reads.append)
     info = tilepipe.plan(str(path), model="standin", weights="none")
     assert reads and max(w.area for w in reads) <= 256 * 256  # the statistics windows, nothing larger
     assert sum(w.area for w in reads) <= 16 * 256 * 256  # a 4 x 4 grid of them: 0.07% of the scene
@@ -119,18 +116,10 @@ def test_gdal_cache_is_256_mb_while_the_blocks_read_and_restored_after(tmp_tif, 
     in bytes, the unit rasterio takes) and given back to the caller's setting when it ends."""
     from rasterio.env import get_gdal_config
 
-    from tilepipe.sources.geotiff import GeoTiffSource
-
     monkeypatch.delenv("GDAL_CACHEMAX", raising=False)
     before = get_gdal_config("GDAL_CACHEMAX")
     seen = set()
-    original = GeoTiffSource.read
-
-    def spy(self, window, plane=None):
-        seen.add(get_gdal_config("GDAL_CACHEMAX"))
-        return original(self, window, plane)
-
-    monkeypatch.setattr(GeoTiffSource, "read", spy)
+    before_each_read(monkeypatch, lambda window: seen.add(get_gdal_config("GDAL_CACHEMAX")))
     tilepipe.run(str(tmp_tif()), str(tmp_path / "m.zarr"), model="standin", weights="none", tile_size=64,
                  overlap=16, chunk_size=128, block_size=128, workers=2)
     assert seen == {256 * 1024 * 1024}

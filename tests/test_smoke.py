@@ -49,20 +49,14 @@ def test_real_model_on_a_geotiff(tmp_path):
 
 
 @pytest.mark.real_model
-def test_real_model_on_a_dicom_series(tmp_path):
-    folder = dicom_data("series_mr_ge_epi")  # 15 slices of 64 x 64
-    summary = tilepipe.run(str(folder), str(tmp_path / "m.zarr"), **REAL)
+@pytest.mark.parametrize("where, shape", [
+    (("series_mr_ge_epi",), (15, 64, 64)),  # a series folder, one file a slice
+    (("multiframe", "emri_small.dcm"), (10, 64, 64)),  # an Enhanced MR multi-frame file
+], ids=["series", "multi-frame"])
+def test_real_model_on_dicom_planes(where, shape, tmp_path):
+    summary = tilepipe.run(str(dicom_data(*where)), str(tmp_path / "m.zarr"), **REAL)
     mask = finished_mask(tmp_path / "m.zarr")
-    assert mask.shape == (15, 64, 64)
-    assert_labels(mask, summary)
-
-
-@pytest.mark.real_model
-def test_real_model_on_a_multi_frame_file(tmp_path):
-    path = dicom_data("multiframe", "emri_small.dcm")  # Enhanced MR, 10 frames of 64 x 64
-    summary = tilepipe.run(str(path), str(tmp_path / "m.zarr"), **REAL)
-    mask = finished_mask(tmp_path / "m.zarr")
-    assert mask.shape == (10, 64, 64)
+    assert mask.shape == shape
     assert_labels(mask, summary)
 
 
