@@ -28,7 +28,7 @@ from itertools import groupby
 import numpy as np
 
 from .engine import EngineOptions, cached_engine
-from .errors import TilepipeError
+from .errors import TilepipeError, first_line
 from .grid import Plan, Unit, Window
 from .model import ModelSpec
 from .sink import MaskStore
@@ -147,8 +147,11 @@ def tile_inputs(pixels: np.ndarray, valid: np.ndarray, read: Window, tiles: list
 
 
 def _error_line(exc: Exception) -> str:
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return first if isinstance(exc, TilepipeError) else f"{type(exc).__name__}: {first}"
+    """A block's error in one line: a TilepipeError's message as it is, anything else after its type
+    (a bug's message alone rarely says what went wrong), or the bare type when it says nothing."""
+    if isinstance(exc, TilepipeError) or not str(exc).strip():
+        return first_line(exc)
+    return f"{type(exc).__name__}: {first_line(exc)}"
 
 
 @dataclass
