@@ -88,6 +88,13 @@ class BlockReport:
     traceback: str | None = field(default=None, repr=False)
     worker: str = ""
     """``host:pid`` of the process that ran the block."""
+    thread: str = ""
+    """The thread of that process whose task ran the block (a lane of the run's timeline)."""
+    started: float = 0.0
+    """Wall-clock time (``time.time()``, comparable across machines) when the block's work began:
+    its task's start, or when the block before it in its unit was written."""
+    finished: float = 0.0
+    """Wall-clock time when the block was written (0 if it never was)."""
     engine: dict | None = None
     """The engine as it ran this block (device, precision, batch size, tactics): the summary
     reports what the workers did, not what the client would have done."""
@@ -179,6 +186,7 @@ class _UnitRun:
         self.next_band = unit.band_start
         self.done: list[tuple[np.ndarray, np.ndarray | None, np.ndarray]] = []  # final rows, in order
         self.failed = False
+        self.clock = time.time()  # when the unit's next block began: for the run's timeline
 
     def home(self, row: int) -> BlockReport:
         """The report a tile row's work is counted in: the block holding its first row in the unit."""
@@ -224,6 +232,8 @@ class _UnitRun:
                     self.store.write_block(block, None)
                 else:
                     self.store.write_block(block, labels[:h], None if probs is None else probs[:, :h])
+            report.started, report.finished = self.clock, time.time()
+            self.clock = report.finished
             self.done = rest
             self.next_band += 1
             listener = _block_listeners.get(self.ctx.run_id)
@@ -358,7 +368,8 @@ def process_task(ctx: RunContext, units: tuple[Unit, ...]) -> list[BlockReport]:
     Blocks written before a failure stay written and recorded."""
     plan = ctx.plan
     worker = f"{socket.gethostname()}:{os.getpid()}"
-    reports = {i: BlockReport(index=i, core=str(plan.block(i).core), worker=worker)
+    thread = threading.current_thread().name
+    reports = {i: BlockReport(index=i, core=str(plan.block(i).core), worker=worker, thread=thread)
                for u in units for i in u.block_indices}
     engine = None
     first = next(iter(reports.values()))

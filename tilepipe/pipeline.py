@@ -31,6 +31,8 @@ from .lease import Lease
 from .model import CardFile, ModelCard, ModelSpec, model_card
 from .model.compare import compare_architectures
 from .progress import Progress
+from .pyramid import build_pyramid
+from .report.timeline import write_timeline
 from .schedule import Scheduling, runner
 from .sizing import default_workers
 from .sink import NO_LABEL, MaskStore, check_output, remove_output
@@ -317,8 +319,13 @@ def _run_leased(input: str, output: str, settings: Settings, scheduling: Schedul
         for report in failed:
             log.info("block %s (%s) failed: %s", report.index, report.core, report.error)
             log.debug("block %s traceback:\n%s", report.index, report.traceback)
+        t2 = time.perf_counter()
+        levels = [] if failed else build_pyramid(store)  # derived from the finished blocks, so after them
+        pyramid = {"levels": levels, "seconds": time.perf_counter() - t2, "built": not failed}
         summary = build_summary(prepared, reports, output, setup_seconds, blocks_seconds, t0,
-                                scheduling=scheduling, slots=blocks_runner.slots, reused=reused)
+                                scheduling=scheduling, slots=blocks_runner.slots, reused=reused, pyramid=pyramid)
+    timeline, note = write_timeline(reports, *store.beside("timeline.png"))
+    summary.data["output"].update(timeline=timeline, timeline_note=note)
     summary.files = store.save_summary(summary.data, summary.to_markdown())
     if failed:
         first = failed[0]

@@ -82,6 +82,16 @@ def _gdal_geotransform(affine: list[float]) -> list[float]:
     return [c, a, b, f, d, e]
 
 
+def write_grid_mapping(group: zarr.Group, array: str, crs_wkt: str, transform: list[float]) -> None:
+    """A CF grid mapping beside ``array``, so xarray/rioxarray find the CRS:
+    ``array.grid_mapping`` -> ``spatial_ref`` (also used for each pyramid level)."""
+    ref = group.create_array("spatial_ref", shape=(), dtype="int32", fill_value=0, dimension_names=[], overwrite=True,
+                             attributes={"crs_wkt": crs_wkt, "spatial_ref": crs_wkt,
+                                         "GeoTransform": " ".join(map(str, _gdal_geotransform(transform)))})
+    ref[...] = 0
+    group[array].attrs.update({"grid_mapping": "spatial_ref", "coordinates": "spatial_ref"})
+
+
 def _no_empty_chunk_check(array: zarr.Array) -> zarr.Array:
     """The array with zarr's "is this chunk all fill value? then do not store it" check off.
 
@@ -132,12 +142,7 @@ class MaskStore:
         for name, values in (coordinates or {}).items():
             group.create_array(name, data=values, chunks=values.shape, dimension_names=[name])
         if attrs.get("crs_wkt"):
-            # CF grid mapping, so xarray/rioxarray find the CRS: mask.grid_mapping -> spatial_ref
-            ref = group.create_array("spatial_ref", shape=(), dtype="int32", fill_value=0, dimension_names=[],
-                                     attributes={"crs_wkt": attrs["crs_wkt"], "spatial_ref": attrs["crs_wkt"],
-                                                 "GeoTransform": " ".join(map(str, _gdal_geotransform(attrs["transform"])))})
-            ref[...] = 0
-            group["mask"].attrs.update({"grid_mapping": "spatial_ref", "coordinates": "spatial_ref"})
+            write_grid_mapping(group, "mask", attrs["crs_wkt"], attrs["transform"])
         return cls(url, group, run_id)
 
     @classmethod
@@ -209,14 +214,18 @@ class MaskStore:
         if self.run_id is not None:
             self.check_owner()
         self.group.attrs["tilepipe"] = {**self.info, "summary": summary_json}
-        fs, path = fs_path(self.url)
-        stem = path.rstrip("/").removesuffix(".zarr")
         written = []
         for suffix, text in (("summary.json", json.dumps(summary_json, indent=2)), ("summary.md", markdown)):
-            with fs.open(f"{stem}.{suffix}", "w") as f:
+            fs, path = self.beside(suffix)
+            with fs.open(path, "w") as f:
                 f.write(text)
-            written.append(f"{stem}.{suffix}")
+            written.append(path)
         return written
+
+    def beside(self, suffix: str):
+        """``(filesystem, path)`` of the file ``<name>.<suffix>`` next to the store."""
+        fs, path = fs_path(self.url)
+        return fs, f"{path.rstrip('/').removesuffix('.zarr')}.{suffix}"
 
     @property
     def summary(self) -> dict:

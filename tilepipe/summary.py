@@ -77,12 +77,15 @@ def _r(value: float, digits: int = 4) -> float:
 
 
 def build_summary(prepared, reports: list[BlockReport], store_url: str, setup_seconds: float,
-                  blocks_seconds: float, started: float, scheduling, slots: int, reused: int = 0) -> Summary:
-    """``slots``: block tasks that could run at once (threads, worker threads, or GPUs)."""
+                  blocks_seconds: float, started: float, scheduling, slots: int, reused: int = 0,
+                  pyramid: dict | None = None) -> Summary:
+    """``slots``: block tasks that could run at once (threads, worker threads, or GPUs);
+    ``pyramid``: the levels built after the blocks and their seconds (:mod:`tilepipe.pyramid`)."""
     from .cost import cost_figures, cost_sentences
     from .origins import settings_origins
     from .tactics import tactics_used
 
+    pyramid = pyramid or {"levels": [], "seconds": 0.0, "built": False}
     finalize_start = time.perf_counter()
     p, source, model, options = prepared.plan, prepared.source, prepared.model, prepared.options
     busy = {stage: sum(r.seconds.get(stage, 0.0) for r in reports) for stage in STAGES}
@@ -115,7 +118,8 @@ def build_summary(prepared, reports: list[BlockReport], store_url: str, setup_se
         "warnings": warnings,
         "input": {**described, "megapixels": _r(p.megapixels, 6)},
         "output": {"store": store_url, "mask_shape": [*p.stack_shape, p.height, p.width],
-                   "chunks": [p.chunk_size, p.chunk_size], "probabilities": options.probabilities},
+                   "chunks": [p.chunk_size, p.chunk_size], "probabilities": options.probabilities,
+                   "pyramid_levels": [list(shape) for shape in pyramid["levels"]] if pyramid["built"] else None},
         "model": {
             **model.describe(),
             "macs_per_tile": macs,
@@ -174,7 +178,8 @@ def build_summary(prepared, reports: list[BlockReport], store_url: str, setup_se
     timing = data["timing"]
     timing.update(
         wall_seconds=_r(wall),
-        sequential_seconds={"setup": _r(setup_seconds), "blocks": _r(blocks_seconds), "finalize": _r(finalize_seconds)},
+        sequential_seconds={"setup": _r(setup_seconds), "blocks": _r(blocks_seconds), "pyramid": _r(pyramid["seconds"]),
+                            "finalize": _r(finalize_seconds)},
         stage_share_of_wall={k: _r(v / wall) for k, v in busy.items()},
         overlap=_overlap_note(busy_total, blocks_seconds, data["environment"]["workers"]),
     )
@@ -297,6 +302,21 @@ def bottleneck(d: dict, plan, model) -> dict:
     return {"stage": stage, "share_of_wall": _r(share), "advice": advice}
 
 
+def _picture_lines(output: dict) -> list[str]:
+    """Where the pyramid and the timeline picture are (the picture is linked by its file name: it
+    lies beside the summary)."""
+    levels = output.get("pyramid_levels")
+    lines = [f"- Pyramid: {len(levels)} level(s) below the mask "
+             f"({', '.join(' x '.join(map(str, s)) for s in levels) or 'the mask is already small'}), 2x2 mode"
+             ] if levels is not None else []
+    if output.get("timeline"):
+        name = output["timeline"].rsplit("/", 1)[-1]
+        lines.append(f"- Timeline of the blocks, stage by stage, and the engine's busy fraction: [{name}]({name})")
+    elif output.get("timeline_note"):
+        lines.append(f"- {output['timeline_note']}")
+    return lines
+
+
 def render_markdown(d: dict) -> str:
     from .cost import render_cost
     from .origins import render_settings
@@ -344,8 +364,10 @@ def render_markdown(d: dict) -> str:
         "",
         "## Time",
         f"- Wall {timing['wall_seconds']:.2f} s = setup {timing['sequential_seconds']['setup']:.2f} s + blocks "
-        f"{timing['sequential_seconds']['blocks']:.2f} s + finalise {timing['sequential_seconds']['finalize']:.2f} s",
+        f"{timing['sequential_seconds']['blocks']:.2f} s + pyramid {timing['sequential_seconds']['pyramid']:.2f} s "
+        f"+ finalise {timing['sequential_seconds']['finalize']:.2f} s",
         f"- {timing['overlap']}",
+        *_picture_lines(d["output"]),
         "",
         "| stage | busy s | share of wall | share of stage work |",
         "|---|---:|---:|---:|",

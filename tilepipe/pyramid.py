@@ -1,0 +1,129 @@
+"""The mask's multiscale pyramid: levels of 2x, 4x, 8x ... fewer pixels, for viewers at any zoom.
+
+Each level is the **2x2 mode** of the level above it (GDAL's ``mode`` overview rule, applied level by
+level): the most frequent class of the four pixels, ignoring no-data (255); a tie goes to the
+smaller class number; four no-data pixels stay no-data. Averaging is never used: the mean of class
+3 and class 5 is class 4, a class that was not there. Halving stops once the longest side is at most
+:data:`SMALLEST_SIDE` pixels, so a mask that already fits has no extra level.
+
+Levels are derived data, built after every block of level 0 is stored, level by level, **one
+target chunk at a time**: a chunk of level ``n`` reads the 2x2 chunks of level ``n - 1`` beneath it
+(whole chunks, aligned, since every level has the same chunk side), reduces them and is written once.
+Memory is a few chunks, whatever the size of the image, and no chunk is ever read back to be
+patched. A resumed run rebuilds the pyramid whole (the arrays are recreated, so no stale chunk
+survives); it costs one more pass over the mask at a third of its size.
+
+Layout (``pyramid/1/mask``, ``pyramid/2/mask``, ...): each level is a group, so ``xarray.open_zarr(
+store, group="pyramid/2")`` opens a level with its own ``x``/``y`` coordinates and CRS (GeoTIFF
+scenes). :mod:`tilepipe.ngff` describes the levels for OME-NGFF and GeoZarr readers.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import zarr
+
+from .ngff import describe_levels
+from .sink import NO_LABEL, MaskStore, write_grid_mapping
+
+GROUP = "pyramid"
+SMALLEST_SIDE = 512
+RESAMPLING = "mode"
+
+
+def level_shapes(shape: tuple[int, ...], smallest: int = SMALLEST_SIDE) -> list[tuple[int, ...]]:
+    """Shapes of levels 1, 2, ... of a mask of ``shape``: the last two axes halved (rounded up)
+    until the longest side is at most ``smallest``; leading axes (planes, volumes) are kept."""
+    lead, (height, width) = tuple(shape[:-2]), shape[-2:]
+    shapes = []
+    while max(height, width) > smallest:
+        height, width = -(-height // 2), -(-width // 2)
+        shapes.append((*lead, height, width))
+    return shapes
+
+
+def level_path(level: int) -> str:
+    """Where level ``level`` (1 = 2x) lives in the store; level 0 is the root's ``mask``."""
+    return "mask" if level == 0 else f"{GROUP}/{level}/mask"
+
+
+def mode_2x2(labels: np.ndarray) -> np.ndarray:
+    """The 2x2 mode of ``labels`` (..., 2h, 2w) uint8: (..., h, w), no-data ignored, ties to the
+    smaller class. Four strided views and a running best, so it needs a few (h, w) arrays only."""
+    quads = [labels[..., r::2, c::2] for r in (0, 1) for c in (0, 1)]
+    best, best_key = None, None
+    for value in quads:
+        count = sum((value == other).astype(np.int16) for other in quads)
+        key = np.where(value == NO_LABEL, -1, count * 256 + (255 - value.astype(np.int16)))
+        if best is None:
+            best, best_key = value.copy(), key
+        else:
+            better = key > best_key
+            best[better] = value[better]
+            best_key = np.maximum(best_key, key)
+    return best
+
+
+def _reduce(source: zarr.Array, target: zarr.Array) -> None:
+    """Write ``target`` chunk by chunk from the 2x2 mode of ``source``."""
+    chunk_h, chunk_w = target.chunks[-2:]
+    lead_shape = target.shape[:-2]
+    rows, cols = -(-target.shape[-2] // chunk_h), -(-target.shape[-1] // chunk_w)
+    for lead, i, j in itertools.product(np.ndindex(*lead_shape), range(rows), range(cols)):
+        window = (slice(2 * i * chunk_h, 2 * (i + 1) * chunk_h), slice(2 * j * chunk_w, 2 * (j + 1) * chunk_w))
+        piece = source[lead + window]
+        even = (piece.shape[0] + piece.shape[0] % 2, piece.shape[1] + piece.shape[1] % 2)
+        if even != piece.shape:  # the last row/column of the image: pad with no-data
+            padded = np.full(even, NO_LABEL, np.uint8)
+            padded[:piece.shape[0], :piece.shape[1]] = piece
+            piece = padded
+        reduced = mode_2x2(piece)
+        if (reduced != NO_LABEL).any():  # an all-no-data chunk keeps the fill value, unstored
+            target[lead + (slice(i * chunk_h, i * chunk_h + reduced.shape[0]),
+                           slice(j * chunk_w, j * chunk_w + reduced.shape[1]))] = reduced
+
+
+def _level_geometry(group: zarr.Group, level: int, geometry: dict) -> None:
+    """A level's own coordinates and CRS (GeoTIFF scenes): the transform's pixel size times the
+    factor, the same top-left corner (a level pixel covers ``factor`` x ``factor`` level-0 pixels)."""
+    transform = geometry.get("transform")
+    if not transform:
+        return
+    factor = 2 ** level
+    a, b, c, d, e, f = transform
+    scaled = [a * factor, b * factor, c, d * factor, e * factor, f]
+    height, width = group["mask"].shape[-2:]
+    if not b and not d:  # north-up: 1-D pixel-centre coordinates, as at level 0
+        for name, values in (("x", c + scaled[0] * (np.arange(width) + 0.5)),
+                             ("y", f + scaled[4] * (np.arange(height) + 0.5))):
+            group.create_array(name, data=values, chunks=values.shape, dimension_names=[name], overwrite=True)
+    if geometry.get("crs_wkt"):
+        write_grid_mapping(group, "mask", geometry["crs_wkt"], scaled)
+
+
+def build_pyramid(store: MaskStore) -> list[tuple[int, ...]]:
+    """(Re)build every level of ``store``'s pyramid from its finished level 0; returns the shapes."""
+    if store.run_id is not None:  # only the run that owns the store writes into it
+        store.check_owner()
+    shapes = level_shapes(store.mask.shape)
+    if GROUP in store.group:
+        del store.group[GROUP]
+    base = store.group["mask"]
+    lead_chunks = base.chunks[:-2]
+    geometry = dict(store.group.attrs)
+    source = store.mask
+    for level, shape in enumerate(shapes, start=1):
+        group = store.group.require_group(f"{GROUP}/{level}")
+        chunks = lead_chunks + tuple(min(c, n) for c, n in zip(base.chunks[-2:], shape[-2:]))
+        target = group.create_array("mask", shape=shape, chunks=chunks, dtype="uint8", fill_value=NO_LABEL,
+                                    dimension_names=base.metadata.dimension_names,
+                                    attributes={**base.attrs, "resampling": RESAMPLING, "level": level,
+                                                "factor": 2 ** level})
+        _level_geometry(group, level, geometry)
+        _reduce(source, target)
+        source = target
+    describe_levels(store.group, [level_path(n) for n in range(len(shapes) + 1)],
+                    list(base.metadata.dimension_names), RESAMPLING)
+    return shapes

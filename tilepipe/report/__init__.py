@@ -1,0 +1,2 @@
+"""Pictures that explain a run: the plan before it (:mod:`.preview`) and its timeline after it
+(:mod:`.timeline`)."""
