@@ -154,12 +154,15 @@ def _short(d: dict) -> str:
 @run_options
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 @click.option("--compare", is_flag=True, help="Also count the cost of every architecture and output stride on this scene (no weights needed).")
+@click.option("--preview", type=click.Path(dir_okay=False), help="Draw the plan (blocks, one block's tiles, no-data) over a thumbnail to this PNG.")
+@click.option("--preview-size", type=int, default=1024, show_default=True, help="Longest side of the --preview picture in pixels.")
 @_user_errors
-def plan(input, config, as_json, compare, **kwargs):
+def plan(input, config, as_json, compare, preview, preview_size, **kwargs):
     """Dry run: blocks, tiles, overlap cost and estimated peak memory, without running the model."""
     from .pipeline import plan as make_plan
 
-    info = make_plan(input, config=config, compare=compare, **_overrides(kwargs))
+    info = make_plan(input, config=config, compare=compare, preview=preview, preview_size=preview_size,
+                     **_overrides(kwargs))
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
@@ -176,6 +179,8 @@ def plan(input, config, as_json, compare, **kwargs):
     click.echo(f"estimated peak memory {info['estimated_peak_memory_mb']} MB")
     if compare:
         click.echo(_compare_table(info["compare"]))
+    if info["preview"]:
+        click.echo(f"preview {info['preview']}")
 
 
 def _compare_table(rows: list[dict]) -> str:

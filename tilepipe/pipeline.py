@@ -32,6 +32,7 @@ from .model import CardFile, ModelCard, ModelSpec, model_card
 from .model.compare import compare_architectures
 from .progress import Progress
 from .pyramid import build_pyramid
+from .report.preview import PREVIEW_SIZE, write_preview
 from .report.timeline import write_timeline
 from .schedule import Scheduling, runner
 from .sizing import default_workers
@@ -123,17 +124,23 @@ def prepare(input: str, output: str, options: RunOptions, run_id: str = "", load
     return Prepared(options, source, card, engine, plan, context, settings.origins, settings.card_file)
 
 
-def plan(input: str, config=None, compare: bool = False, **overrides) -> dict:
+def plan(input: str, config=None, compare: bool = False, *, preview: str | None = None,
+         preview_size: int = PREVIEW_SIZE, **overrides) -> dict:
     """A dry run: the plan's figures and an estimate of peak memory, without loading weights or
     running the model. With ``compare``, the cost of every architecture and output stride on this
-    scene and plan (counted on the meta device)."""
+    scene and plan (counted on the meta device). ``preview``: also draw the plan over a thumbnail
+    of the input to this PNG."""
     settings = resolve_settings(config, **overrides)
     options = settings.options
     _, source, model_spec, _ = _open(input, options, settings.card_file)
     model = model_card(model_spec)
     stride, num_classes, parameters = model.output_stride, model.num_classes, model.parameters
     p = _make_plan(source, options, stride)
+    if preview_size < 16:
+        raise TilepipeError(f"--preview-size {preview_size}: must be at least 16 px")
+    drawn = write_preview(source, p, options.overlap, str(preview), preview_size) if preview else None
     return {
+        "preview": drawn,
         "input": source.describe(),
         "image": {"height": p.height, "width": p.width, "planes": p.planes, "megapixels": round(p.megapixels, 3)},
         "tile": [p.tile_height, p.tile_width],

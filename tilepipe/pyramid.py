@@ -8,9 +8,9 @@ smaller class number; four no-data pixels stay no-data. Averaging is never used:
 
 Levels are derived data, built after every block of level 0 is stored, level by level, **one
 target chunk at a time**: a chunk of level ``n`` reads the 2x2 chunks of level ``n - 1`` beneath it
-(whole chunks, aligned, since every level has the same chunk side), reduces them and is written once.
-Memory is a few chunks, whatever the size of the image, and no chunk is ever read back to be
-patched. A resumed run rebuilds the pyramid whole (the arrays are recreated, so no stale chunk
+one by one (whole chunks, aligned, since every level has the same chunk side), reduces each into its
+quarter and is written once. Memory is about two chunks, whatever the size of the image, and no
+chunk is ever read back to be patched. A resumed run rebuilds the pyramid whole (the arrays are recreated, so no stale chunk
 survives); it costs one more pass over the mask at a third of its size.
 
 Layout (``pyramid/1/mask``, ``pyramid/2/mask``, ...): each level is a group, so ``xarray.open_zarr(
@@ -50,39 +50,53 @@ def level_path(level: int) -> str:
 
 
 def mode_2x2(labels: np.ndarray) -> np.ndarray:
-    """The 2x2 mode of ``labels`` (..., 2h, 2w) uint8: (..., h, w), no-data ignored, ties to the
-    smaller class. Four strided views and a running best, so it needs a few (h, w) arrays only."""
-    quads = [labels[..., r::2, c::2] for r in (0, 1) for c in (0, 1)]
-    best, best_key = None, None
+    """The 2x2 mode of ``labels`` (2h, 2w) uint8: (h, w), no-data ignored, ties to the smaller
+    class. Four strided views and a running best: a few (h, w) arrays, no (h, w, 4) stack.
+
+    Each candidate gets the key ``count * 256 + (255 - value)`` (count 1..4 among the four), 0 for
+    no-data: the largest key is the most frequent class, the smaller one on a tie."""
+    quads = [labels[r::2, c::2] for r in (0, 1) for c in (0, 1)]
+    best = best_key = None
     for value in quads:
-        count = sum((value == other).astype(np.int16) for other in quads)
-        key = np.where(value == NO_LABEL, -1, count * 256 + (255 - value.astype(np.int16)))
+        key = np.zeros(value.shape, np.uint16)
+        for other in quads:
+            key += value == other
+        key <<= 8
+        key += 255 - value
+        key[value == NO_LABEL] = 0
         if best is None:
             best, best_key = value.copy(), key
         else:
             better = key > best_key
-            best[better] = value[better]
-            best_key = np.maximum(best_key, key)
+            np.copyto(best, value, where=better)
+            np.maximum(best_key, key, out=best_key)
     return best
 
 
 def _reduce(source: zarr.Array, target: zarr.Array) -> None:
-    """Write ``target`` chunk by chunk from the 2x2 mode of ``source``."""
+    """Write ``target`` chunk by chunk: each target chunk is the 2x2 mode of the (up to) 2x2 source
+    chunks beneath it, read one source chunk at a time."""
     chunk_h, chunk_w = target.chunks[-2:]
-    lead_shape = target.shape[:-2]
-    rows, cols = -(-target.shape[-2] // chunk_h), -(-target.shape[-1] // chunk_w)
-    for lead, i, j in itertools.product(np.ndindex(*lead_shape), range(rows), range(cols)):
-        window = (slice(2 * i * chunk_h, 2 * (i + 1) * chunk_h), slice(2 * j * chunk_w, 2 * (j + 1) * chunk_w))
-        piece = source[lead + window]
-        even = (piece.shape[0] + piece.shape[0] % 2, piece.shape[1] + piece.shape[1] % 2)
-        if even != piece.shape:  # the last row/column of the image: pad with no-data
-            padded = np.full(even, NO_LABEL, np.uint8)
-            padded[:piece.shape[0], :piece.shape[1]] = piece
-            piece = padded
-        reduced = mode_2x2(piece)
+    height, width = target.shape[-2:]
+    rows, cols = -(-height // chunk_h), -(-width // chunk_w)
+    half_h, half_w = -(-source.chunks[-2] // 2), -(-source.chunks[-1] // 2)
+    for lead, i, j in itertools.product(np.ndindex(*target.shape[:-2]), range(rows), range(cols)):
+        out_h, out_w = min(chunk_h, height - i * chunk_h), min(chunk_w, width - j * chunk_w)
+        reduced = np.full((out_h, out_w), NO_LABEL, np.uint8)
+        for r0 in range(0, out_h, half_h):
+            for c0 in range(0, out_w, half_w):
+                rows_in = slice(2 * (i * chunk_h + r0), 2 * (i * chunk_h + r0 + half_h))
+                cols_in = slice(2 * (j * chunk_w + c0), 2 * (j * chunk_w + c0 + half_w))
+                piece = source[lead + (rows_in, cols_in)]
+                if piece.shape[0] % 2 or piece.shape[1] % 2:  # the image's last row/column: pad with no-data
+                    padded = np.full((piece.shape[0] + piece.shape[0] % 2, piece.shape[1] + piece.shape[1] % 2),
+                                     NO_LABEL, np.uint8)
+                    padded[:piece.shape[0], :piece.shape[1]] = piece
+                    piece = padded
+                part = mode_2x2(piece)
+                reduced[r0:r0 + part.shape[0], c0:c0 + part.shape[1]] = part
         if (reduced != NO_LABEL).any():  # an all-no-data chunk keeps the fill value, unstored
-            target[lead + (slice(i * chunk_h, i * chunk_h + reduced.shape[0]),
-                           slice(j * chunk_w, j * chunk_w + reduced.shape[1]))] = reduced
+            target[lead + (slice(i * chunk_h, i * chunk_h + out_h), slice(j * chunk_w, j * chunk_w + out_w))] = reduced
 
 
 def _level_geometry(group: zarr.Group, level: int, geometry: dict) -> None:

@@ -3,7 +3,9 @@
 The preview's longest side is ``max_size`` (or the mask's, when the mask is smaller), and it is
 sampled nearest-neighbour at pixel centres, one chunk row of the store at a time, so a preview of
 a 100,000-pixel-wide mask reads one row of chunks at once and never holds the mask. Labels are
-sampled, not averaged: an average of class numbers is a meaningless class.
+sampled, not averaged: an average of class numbers is a meaningless class. A mask smaller than
+:data:`LEGIBLE_SIDE` is then enlarged by a whole factor, nearest-neighbour (each mask pixel becomes
+a square), up to ``max_size``: on a 64-pixel mask the legend would otherwise cover the picture.
 
 Without ``overlay`` the PNG is RGBA and nodata is transparent. With ``overlay`` the classes are
 blended half-and-half over the input image (its path is in the store; it is read downsampled, from
@@ -31,6 +33,7 @@ from .cog import staged_output
 from .colors import ALPHA, palette
 
 OVERLAY_OPACITY = 0.5
+LEGIBLE_SIDE = 768
 
 
 def export(store: MaskStore, out: str, max_size: int = 2048, overlay: bool = False) -> str:
@@ -43,6 +46,9 @@ def export(store: MaskStore, out: str, max_size: int = 2048, overlay: bool = Fal
         image = _blend(_input_image(store, labels.shape), labels, colours)
     else:
         image = Image.fromarray(np.dstack([colours[labels], ALPHA[labels]]))
+    factor = enlargement(labels.shape, max_size)
+    if factor > 1:
+        image = image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
     present = [int(v) for v in np.unique(labels) if v != NO_LABEL]
     _draw_legend(image, [(colours[v], store.group.attrs["class_names"][v]) for v in present])
     with staged_output(out) as (_, path):
@@ -54,6 +60,12 @@ def preview_shape(height: int, width: int, max_size: int) -> tuple[int, int]:
     """Scale ``(height, width)`` so the longest side is ``max_size``; never enlarge."""
     scale = min(1.0, max_size / max(height, width))
     return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def enlargement(shape: tuple[int, int], max_size: int) -> int:
+    """The whole factor that brings a small preview to about :data:`LEGIBLE_SIDE`, within ``max_size``."""
+    longest = max(shape)
+    return max(1, min(-(-LEGIBLE_SIDE // longest), max_size // longest))
 
 
 def _centres(size: int, count: int) -> np.ndarray:

@@ -125,7 +125,7 @@ def write_timeline(reports: list[BlockReport], fs, path: str) -> tuple[str | Non
     try:
         figure = timeline_figure(reports)
     except ModuleNotFoundError as exc:
-        if exc.name != "matplotlib":
+        if (exc.name or "").split(".")[0] != "matplotlib":
             raise
         log.warning(NO_MATPLOTLIB)
         return None, NO_MATPLOTLIB

@@ -1,0 +1,195 @@
+"""``tilepipe plan --preview plan.png``: the plan drawn over a thumbnail of the input, in one look.
+
+The picture shows the input (the middle plane of a stack), the **block grid** (each block is one
+unit of work, one Dask task, written as whole chunks), **one block's tile lattice** (the tiles the
+network sees for that block, overlapping, and the read window they need), and the **no-data regions**
+that the run will skip (hatched; blocks with no valid pixel are crossed out). A legend below the
+picture says what each mark is, with the plan's numbers; it never covers the image.
+
+The thumbnail never reads the whole input at full resolution: a GeoTIFF with overviews is read
+from them (GDAL picks the overview for the requested size), a whole-slide DICOM from the smallest
+pyramid level at least as large as the picture, and anything else by a strided read of one source
+row per picture row (memory of one row; a tiled file without overviews still decodes each sampled
+row's tiles). Small images are enlarged nearest-neighbour so the marks stay legible. No-data is
+judged at the thumbnail's resolution, so a sliver of data narrower than a thumbnail pixel can be
+drawn as no-data although the run will segment it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import rasterio
+from PIL import Image, ImageDraw, ImageFont
+
+from ..exporters.cog import staged_output
+from ..grid import Block, Plan, Window
+from ..sources import open_source
+
+PREVIEW_SIZE = 1024
+BLOCK_COLOUR = (230, 25, 75)
+TILE_COLOURS = ((0, 200, 255), (255, 225, 25))
+READ_COLOUR = (255, 255, 255)
+NO_DATA_COLOUR = (128, 128, 128)
+
+
+def _centres(size: int, count: int) -> np.ndarray:
+    return ((np.arange(count) + 0.5) * size / count).astype(np.int64)
+
+
+def _strided(source, shape: tuple[int, int], plane: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """One source row per thumbnail row, columns sampled at pixel centres."""
+    rows, cols = (_centres(n, c) for n, c in zip((source.height, source.width), shape))
+    pixels = np.empty((len(source.bands), *shape), source.dtype)
+    valid = np.empty(shape, bool)
+    for i, row in enumerate(rows):
+        line, ok = source.read(Window(int(row), 0, 1, source.width), plane)
+        pixels[:, i], valid[i] = line[:, 0, cols], ok[0, cols]
+    return pixels, valid
+
+
+def _from_overviews(source, shape: tuple[int, int]):
+    with rasterio.open(source.path) as ds:
+        if not ds.overviews(source.bands[0]):
+            return None
+        bands = list(source.bands)
+        return ds.read(bands, out_shape=(len(bands), *shape)), ds.read_masks(bands, out_shape=(len(bands), *shape)).max(axis=0) > 0
+
+
+def _from_slide_level(source, shape: tuple[int, int]):
+    layout = getattr(source, "layout", None)
+    if getattr(layout, "kind", None) != "whole-slide" or layout.level + 1 >= layout.level_count:
+        return None
+    for level in range(layout.level_count - 1, layout.level, -1):  # smallest first
+        smaller = open_source(replace(source.spec, level=level))
+        if smaller.height >= shape[0] and smaller.width >= shape[1]:
+            return _strided(smaller, shape, None)
+    return None
+
+
+def thumbnail(source, shape: tuple[int, int], plane: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """``(rgb (h, w, 3) uint8, valid (h, w) bool)`` of the input at ``shape``, scaled as the run scales it."""
+    found = None
+    if source.format == "GeoTIFF":
+        found = _from_overviews(source, shape)
+    elif plane is None:
+        found = _from_slide_level(source, shape)
+    pixels, valid = found if found is not None else _strided(source, shape, plane)
+    grey = (source.scaling.apply(pixels) * 255).round().astype(np.uint8)
+    return np.broadcast_to(grey, (3, *shape)).transpose(1, 2, 0).copy(), valid
+
+
+def picture_shape(height: int, width: int, size: int) -> tuple[int, int]:
+    """The picture's (h, w): longest side ``size``, enlarging small images too."""
+    scale = size / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def _hatch(rgb: np.ndarray, where: np.ndarray) -> None:
+    """Grey diagonal hatching over ``where``: the run skips these pixels."""
+    yy, xx = np.indices(where.shape)
+    stripes = ((yy + xx) // 6) % 2 == 0
+    rgb[where] = (rgb[where] * 0.3 + np.array(NO_DATA_COLOUR) * 0.7).astype(np.uint8)
+    rgb[where & stripes] = (90, 90, 90)
+
+
+def _example_block(plan: Plan, valid: np.ndarray, scale: float, plane: int | None) -> Block | None:
+    """The block with data nearest the image centre: its lattice is the one drawn."""
+    lead = () if plane is None else (plane,)
+    candidates = []
+    for bi in range(plan.block_rows):
+        for bj in range(plan.block_cols):
+            block = plan.block(lead + (bi, bj))
+            if _box_valid(block.core, valid, scale).any():
+                c = block.core
+                distance = (c.row + c.height / 2 - plan.height / 2) ** 2 + (c.col + c.width / 2 - plan.width / 2) ** 2
+                candidates.append((distance, block.index, block))
+    return min(candidates)[2] if candidates else None
+
+
+def _box(window: Window, scale: float) -> tuple[int, int, int, int]:
+    """A window's rectangle on the picture: (x0, y0, x1, y1), inclusive corners."""
+    return (round(window.col * scale), round(window.row * scale),
+            round(window.col_stop * scale) - 1, round(window.row_stop * scale) - 1)
+
+
+def _box_valid(window: Window, valid: np.ndarray, scale: float) -> np.ndarray:
+    x0, y0, x1, y1 = _box(window, scale)
+    return valid[max(y0, 0):y1 + 1, max(x0, 0):x1 + 1]
+
+
+def draw_plan(rgb: np.ndarray, valid: np.ndarray, plan: Plan, overlap: int, title: str,
+              plane: int | None) -> Image.Image:
+    """The plan over the picture ``rgb`` (already at picture size), with the legend below it."""
+    h, w = valid.shape
+    scale = w / plan.width
+    _hatch(rgb, ~valid)
+    picture = Image.fromarray(rgb)
+    draw = ImageDraw.Draw(picture)
+    line = max(2, round(min(h, w) / 300))
+    font = ImageFont.load_default(size=max(11, min(24, min(h, w) // 45)))
+    example = _example_block(plan, valid, scale, plane)
+    if example is not None:
+        for k, tile in enumerate(example.tiles):
+            draw.rectangle(_box(tile, scale), outline=TILE_COLOURS[k % 2], width=max(1, line - 1))
+        draw.rectangle(_box(example.read_window, scale), outline=READ_COLOUR, width=line)
+    skipped = 0
+    lead = () if plane is None else (plane,)
+    for bi in range(plan.block_rows):
+        for bj in range(plan.block_cols):
+            x0, y0, x1, y1 = box = _box(plan.block(lead + (bi, bj)).core, scale)
+            if not _box_valid(plan.block(lead + (bi, bj)).core, valid, scale).any():
+                skipped += 1
+                draw.line((x0, y0, x1, y1), fill=NO_DATA_COLOUR, width=line)
+                draw.line((x0, y1, x1, y0), fill=NO_DATA_COLOUR, width=line)
+            if x1 - x0 > 6 * font.size and y1 - y0 > 2 * font.size:
+                at = (x0 + line + 2, y0 + line + 1)
+                draw.rectangle(draw.textbbox(at, f"{bi},{bj}", font=font), fill=(255, 255, 255))
+                draw.text(at, f"{bi},{bj}", fill=BLOCK_COLOUR, font=font)
+            draw.rectangle(box, outline=BLOCK_COLOUR, width=line)
+    blocks = plan.block_rows * plan.block_cols
+    entries = [
+        (BLOCK_COLOUR, f"block = one unit of work (a task writing whole {plan.chunk_size} px chunks): "
+                       f"{blocks} blocks of {plan.block_size} px" + (f" per plane, {plan.planes} planes" if plan.depth else "")),
+        (TILE_COLOURS[0], f"tiles of block {','.join(map(str, example.index[-2:]))}: {example.tile_count} tiles of "
+                          f"{plan.tile_height} x {plan.tile_width} px overlapping by {overlap} px"
+         if example else "no block has data: no tile will run"),
+        (READ_COLOUR, "read window of that block: its tiles, the block plus the halo they need"),
+        (NO_DATA_COLOUR, f"no data, skipped (hatched); crossed out: {skipped} of {blocks} blocks with nothing to run"),
+    ]
+    return _with_legend(picture, title, entries, font)
+
+
+def _with_legend(picture: Image.Image, title: str, entries: list, font) -> Image.Image:
+    """``picture`` above a white legend panel: the marks never cover the image."""
+    size = font.size
+    pad, step = size // 2, size + size // 2
+    panel = pad * 2 + step * (len(entries) + 1)
+    canvas = Image.new("RGB", (picture.width, picture.height + panel), (255, 255, 255))
+    canvas.paste(picture, (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    top = picture.height + pad
+    draw.text((pad, top), title, fill=(0, 0, 0), font=font)
+    for i, (colour, text) in enumerate(entries, start=1):
+        y = top + i * step
+        draw.rectangle((pad, y, pad + size, y + size), fill=colour, outline=(0, 0, 0))
+        draw.text((pad * 2 + size, y), text, fill=(0, 0, 0), font=font)
+    return canvas
+
+
+def write_preview(source, plan: Plan, overlap: int, out: str, size: int = PREVIEW_SIZE) -> str:
+    """Draw the plan of ``source`` to the PNG ``out``; returns ``out``."""
+    plane = plan.depth // 2 if plan.depth else None
+    shape = picture_shape(plan.height, plan.width, size)
+    read_shape = shape if shape[0] <= plan.height else (plan.height, plan.width)
+    rgb, valid = thumbnail(source, read_shape, plane)
+    if read_shape != shape:  # enlarge a small image, nearest-neighbour
+        rows, cols = (_centres(n, c) for n, c in zip(read_shape, shape))
+        rgb, valid = rgb[rows][:, cols], valid[rows][:, cols]
+    title = (f"{source.path.rsplit('/', 1)[-1]}: {plan.width} x {plan.height} px"
+             + (f", plane {plane} of {plan.depth}" if plane is not None else ""))
+    image = draw_plan(rgb, valid, plan, overlap, title, plane)
+    with staged_output(out) as (_, path):
+        image.save(path, format="PNG")
+    return str(out)
