@@ -29,7 +29,7 @@ PLAN_FLAGS = ["--model", "standin", "--weights", "none", "--tile-size", "128", "
 
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory):
-    """1000 x 1200 px, its last 200 columns no-data: block column 4 (cols 1024-1200) is all no-data."""
+    """1000 x 1200 px, its last 200 columns no-data: strip 4 (cols 1024-1200) is all no-data."""
     data = smooth_image(1000, 1200, seed=5)
     data[:, :, 1000:] = 0
     return write_geotiff(tmp_path_factory.mktemp("pictures") / "scene.tif", data, nodata=0)
@@ -56,13 +56,14 @@ def test_plan_preview_draws_the_block_grid_on_the_lines(scene, tmp_path, monkeyp
     picture = pixels(out)
     assert picture.shape[1] == 1200 and picture.shape[0] > 1000  # the image at scale 1, the legend below it
     assert len(np.unique(picture.reshape(-1, 3), axis=0)) > 100, "blank picture"
-    red = np.array(preview.BLOCK_COLOUR)
-    for x in (256, 512, 768, 1024):  # vertical block-grid lines, in block row 2 (rows 512-768), away from labels
-        assert (picture[700, x - 1] == red).all() and (picture[700, x] == red).all(), x
-    for y in (256, 512, 768):
-        assert (picture[y, 100] == red).all() and (picture[y - 1, 100] == red).all(), y
-    assert not (picture[128, 128] == red).all()  # inside block 0,0: the image, not a line
-    nodata = picture[300, 1100]  # block column 4 is all no-data: hatched grey (and crossed out)
+    red, orange = np.array(preview.BLOCK_COLOUR), np.array(preview.UNIT_COLOUR)
+    # 1200 px in strips of at most 256 px: 5 strips of 256 (whole 128 px chunks), one chunk row per block
+    for x in (256, 512, 768, 1024):  # strip edges: the units' (tasks') outlines, on both sides of the edge
+        assert (picture[700, x - 1] == orange).all() and (picture[700, x] == orange).all(), x
+    for y in range(128, 1000, 128):  # chunk rows: the block grid, inside strip 0, away from the example tiles
+        assert (picture[y - 1, 100] == red).all() and (picture[y, 100] == red).all(), y
+    assert not (picture[64, 128] == red).all() and not (picture[64, 128] == orange).all()  # a block's inside
+    nodata = picture[300, 1100]  # strip 4 (cols 1024-1200) has no data: hatched grey (and crossed out)
     assert nodata[0] == nodata[1] == nodata[2]
     assert rows_read and set(rows_read) == {1} and len(rows_read) <= 1000  # one source row per picture row
 

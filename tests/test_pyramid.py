@@ -24,7 +24,7 @@ from tilepipe.blocks import BlockReport
 from tilepipe.pyramid import build_pyramid
 from tilepipe.sink import MaskStore
 
-SCENE = dict(model="standin", weights="none", tile_size=128, overlap=32, chunk_size=128, block_size=256)
+SCENE = dict(model="standin", weights="none", tile_size=128, overlap=32, chunk_size=256, block_size=512)
 
 
 def windows_2x2(level: np.ndarray) -> np.ndarray:
@@ -65,7 +65,7 @@ def assert_pyramid_is_the_mode(out: Path, num_classes: int, levels_expected: int
     assert [entry["asset"] for entry in layout] == ["mask"] + [f"pyramid/{n}/mask" for n in range(1, levels_expected + 1)]
     levels = [level]
     for n in range(1, levels_expected + 1):
-        expected = mode_2x2_counting(level, num_classes) if level.size > 2e6 else mode_2x2_scipy(level)
+        expected = mode_2x2_counting(level, num_classes) if level.size > 5e5 else mode_2x2_scipy(level)
         stored = group[f"pyramid/{n}/mask"][...]
         assert stored.shape == expected.shape
         assert np.array_equal(stored, expected), f"level {n} differs from the 2x2 mode of level {n - 1}"
@@ -79,10 +79,11 @@ def assert_pyramid_is_the_mode(out: Path, num_classes: int, levels_expected: int
 
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory):
-    """A 1100 x 1300 scene of 5 x 6 blocks, its right edge and a corner no-data."""
+    """A 1100 x 2600 scene: 5 strips of 5 blocks (one 256 px chunk row each), its right edge and a
+    corner no-data."""
     folder = tmp_path_factory.mktemp("scene")
-    data = smooth_image(1100, 1300, seed=3)
-    data[:, :, 1150:] = 0
+    data = smooth_image(1100, 2600, seed=3)
+    data[:, :, 2450:] = 0
     data[:, 900:, :200] = 0
     tif = write_geotiff(folder / "scene.tif", data, nodata=0)
     out = folder / "scene.zarr"
@@ -102,9 +103,9 @@ def test_scene_levels_are_the_mode_of_level_0_and_georeferenced(scene):
     import xarray as xr
 
     tif, out, summary = scene
-    levels = assert_pyramid_is_the_mode(out, summary["model"]["num_classes"], 2)
-    assert (levels[0] == 255).any() and (levels[2] == 255).any()
-    assert summary["output"]["pyramid_levels"] == [[550, 650], [275, 325]]
+    levels = assert_pyramid_is_the_mode(out, summary["model"]["num_classes"], 3)
+    assert (levels[0] == 255).any() and (levels[3] == 255).any()
+    assert summary["output"]["pyramid_levels"] == [[550, 1300], [275, 650], [138, 325]]
     level = xr.open_zarr(str(out), group="pyramid/2", consolidated=False)["mask"]
     transform = level.rio.transform()
     assert (transform.a, transform.e, transform.c, transform.f) == (120.0, -120.0, 500000.0, 4200000.0)
@@ -123,7 +124,7 @@ def test_building_the_pyramid_holds_less_than_one_block_row(which, scene, slide)
     out = scene[1] if which == "scene" else slide[0]
     store = MaskStore.open(str(out), mode="r+")
     plan = (scene[2] if which == "scene" else slide[1])["plan"]
-    block_row_bytes = plan["block_size"] * store.mask.shape[-1]
+    block_row_bytes = plan["chunk_size"] * store.mask.shape[-1]  # a row of blocks: one chunk row across the plane
     levels = sorted(store.group["pyramid"].group_keys())
     before = [store.group[f"pyramid/{n}/mask"][...] for n in levels]
     tracemalloc.start()
@@ -185,19 +186,19 @@ def test_dicom_series_store_opens_with_ome_zarr_in_millimetres(tmp_path):
 def test_a_resumed_run_completes_the_pyramid(scene, tmp_path, monkeypatch):
     tif, reference, _ = scene
     out = tmp_path / "resumed.zarr"
-    original = tilepipe.schedule.process_block
+    original = tilepipe.schedule.process_task
 
-    def failing(ctx, index):
-        if tuple(index) == (2, 3):
-            return BlockReport(index=tuple(index), core="rows 512:768, cols 768:1024", error="simulated failure")
-        return original(ctx, index)
+    def failing(ctx, units):  # the task of strip 3 fails before writing anything
+        if any(u.strip == 3 for u in units):
+            return [BlockReport(index=i, core="", error="simulated failure") for u in units for i in u.block_indices]
+        return original(ctx, units)
 
-    monkeypatch.setattr(tilepipe.schedule, "process_block", failing)
-    with pytest.raises(tilepipe.TilepipeError, match="1 of 30 blocks failed"):
+    monkeypatch.setattr(tilepipe.schedule, "process_task", failing)
+    with pytest.raises(tilepipe.TilepipeError, match="blocks failed"):
         tilepipe.run(str(tif), str(out), **SCENE)
     group = zarr.open_group(str(out), mode="r")
     assert "pyramid" not in group and "multiscales" not in group.attrs
-    monkeypatch.setattr(tilepipe.schedule, "process_block", original)
+    monkeypatch.setattr(tilepipe.schedule, "process_task", original)
 
     import tilepipe.pyramid as pyramid
     reduce = pyramid._reduce
@@ -217,8 +218,8 @@ def test_a_resumed_run_completes_the_pyramid(scene, tmp_path, monkeypatch):
 
     summary = tilepipe.run(str(tif), str(out), resume=True, **SCENE)
     assert summary["plan"]["blocks_run"] == 0 and tilepipe.open(str(out)).is_complete
-    assert_pyramid_is_the_mode(out, summary["model"]["num_classes"], 2)
+    assert_pyramid_is_the_mode(out, summary["model"]["num_classes"], 3)
     stored = zarr.open_group(str(out), mode="r")
     expected = zarr.open_group(str(reference), mode="r")
-    for path in ("mask", "pyramid/1/mask", "pyramid/2/mask"):
+    for path in ("mask", "pyramid/1/mask", "pyramid/2/mask", "pyramid/3/mask"):
         assert np.array_equal(stored[path][...], expected[path][...])

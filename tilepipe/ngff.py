@@ -12,7 +12,8 @@ Two descriptions are written to the store's root attributes, both naming the sam
 * ``ome`` (DICOM sources, whole-slide and radiology): an OME-NGFF 0.5 label image (the Zarr v3
   version of the spec): ``multiscales`` with axes in physical units and one ``scale`` (and
   ``translation``) per level from the pixel spacing, and ``image-label`` with each class's colour
-  (the exporters' palette; no-data transparent) and name. OME-NGFF places a pixel's coordinate at
+  (the exporters' colours, from the model card; no-data transparent) and name. OME-NGFF places a
+  pixel's coordinate at
   its centre, so a level of factor ``f`` is shifted by ``(f - 1) / 2`` level-0 pixels. Whole-slide
   spacing is given in micrometres (what a pathologist reads), radiology spacing in millimetres.
   The ``ome-zarr`` reader and napari's OME-Zarr plugin open the store as a label image; with the
@@ -21,7 +22,7 @@ Two descriptions are written to the store's root attributes, both naming the sam
 
 from __future__ import annotations
 
-from .exporters.colors import ALPHA, PALETTE
+from .exporters.colors import ALPHA, palette
 from .sink import NO_LABEL
 
 OME_VERSION = "0.5"
@@ -58,7 +59,7 @@ def _axis(name: str, unit: str | None) -> dict:
     return {"name": name}
 
 
-def ome_label_image(paths: list[str], dims: list[str], dicom: dict, class_names: list[str]) -> dict:
+def ome_label_image(paths: list[str], dims: list[str], dicom: dict, class_names: list[str], colours) -> dict:
     """The ``ome`` attribute of an OME-NGFF 0.5 label image whose levels are ``paths``."""
     spacing, unit = _spacing(dicom, dims)
     datasets = []
@@ -75,7 +76,7 @@ def ome_label_image(paths: list[str], dims: list[str], dicom: dict, class_names:
         "multiscales": [{"name": "mask", "axes": [_axis(d, unit) for d in dims], "datasets": datasets,
                          "type": "mode", "metadata": {"description": "2x2 mode of the level above, no-data ignored"}}],
         "image-label": {
-            "colors": [{"label-value": v, "rgba": [*map(int, PALETTE[v]), int(ALPHA[v])]} for v in values],
+            "colors": [{"label-value": v, "rgba": [*map(int, colours[v]), int(ALPHA[v])]} for v in values],
             "properties": [{"label-value": v, "class": name} for v, name in zip(values, names)],
         },
     }
@@ -86,5 +87,5 @@ def describe_levels(group, paths: list[str], dims: list[str], resampling: str) -
     attrs = dict(group.attrs)
     update = multiscales_layout(paths, len(dims), resampling)
     if "dicom" in attrs:
-        update["ome"] = ome_label_image(paths, dims, attrs["dicom"], list(attrs.get("class_names", [])))
+        update["ome"] = ome_label_image(paths, dims, attrs["dicom"], list(attrs.get("class_names", [])), palette(attrs))
     group.attrs.update(update)

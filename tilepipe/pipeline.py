@@ -138,7 +138,9 @@ def plan(input: str, config=None, compare: bool = False, *, preview: str | None 
     p = _make_plan(source, options, stride)
     if preview_size < 16:
         raise TilepipeError(f"--preview-size {preview_size}: must be at least 16 px")
-    drawn = write_preview(source, p, options.overlap, str(preview), preview_size) if preview else None
+    drawn = None
+    if preview:
+        drawn = write_preview(source, p, options.overlap, resolved_workers(options), str(preview), preview_size)
     return {
         "preview": drawn,
         "input": source.describe(),

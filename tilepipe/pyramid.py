@@ -7,10 +7,11 @@ smaller class number; four no-data pixels stay no-data. Averaging is never used:
 :data:`SMALLEST_SIDE` pixels, so a mask that already fits has no extra level.
 
 Levels are derived data, built after every block of level 0 is stored, level by level, **one
-target chunk at a time**: a chunk of level ``n`` reads the 2x2 chunks of level ``n - 1`` beneath it
-one by one (whole chunks, aligned, since every level has the same chunk side), reduces each into its
-quarter and is written once. Memory is about two chunks, whatever the size of the image, and no
-chunk is ever read back to be patched. A resumed run rebuilds the pyramid whole (the arrays are recreated, so no stale chunk
+target chunk at a time**. Pyramid chunks are half the mask's chunk side, so a chunk of level 1 is
+the reduction of exactly one chunk of the mask, and a chunk of a deeper level of the 2x2 chunks of
+the level above, read one by one (whole chunks, aligned). Each target chunk is written once and
+never read back to be patched; memory is about one mask chunk and one pyramid chunk, whatever the
+size of the image. A resumed run rebuilds the pyramid whole (the arrays are recreated, so no stale chunk
 survives); it costs one more pass over the mask at a third of its size.
 
 Layout (``pyramid/1/mask``, ``pyramid/2/mask``, ...): each level is a group, so ``xarray.open_zarr(
@@ -26,11 +27,13 @@ import numpy as np
 import zarr
 
 from .ngff import describe_levels
-from .sink import NO_LABEL, MaskStore, write_grid_mapping
+from .sink import NO_LABEL, MaskStore, _no_empty_chunk_check, write_grid_mapping
 
 GROUP = "pyramid"
 SMALLEST_SIDE = 512
 RESAMPLING = "mode"
+SLAB_ROWS = 32
+"""Output rows reduced at once: the mode's temporaries stay a few (32, chunk / 2) arrays."""
 
 
 def level_shapes(shape: tuple[int, ...], smallest: int = SMALLEST_SIDE) -> list[tuple[int, ...]]:
@@ -93,8 +96,9 @@ def _reduce(source: zarr.Array, target: zarr.Array) -> None:
                                      NO_LABEL, np.uint8)
                     padded[:piece.shape[0], :piece.shape[1]] = piece
                     piece = padded
-                part = mode_2x2(piece)
-                reduced[r0:r0 + part.shape[0], c0:c0 + part.shape[1]] = part
+                for top in range(0, piece.shape[0], 2 * SLAB_ROWS):  # slabs: small temporaries
+                    part = mode_2x2(piece[top:top + 2 * SLAB_ROWS])
+                    reduced[r0 + top // 2:r0 + top // 2 + part.shape[0], c0:c0 + part.shape[1]] = part
         if (reduced != NO_LABEL).any():  # an all-no-data chunk keeps the fill value, unstored
             target[lead + (slice(i * chunk_h, i * chunk_h + out_h), slice(j * chunk_w, j * chunk_w + out_w))] = reduced
 
@@ -130,12 +134,13 @@ def build_pyramid(store: MaskStore) -> list[tuple[int, ...]]:
     source = store.mask
     for level, shape in enumerate(shapes, start=1):
         group = store.group.require_group(f"{GROUP}/{level}")
-        chunks = lead_chunks + tuple(min(c, n) for c, n in zip(base.chunks[-2:], shape[-2:]))
+        chunks = lead_chunks + tuple(min(max(1, c // 2), n) for c, n in zip(base.chunks[-2:], shape[-2:]))
         target = group.create_array("mask", shape=shape, chunks=chunks, dtype="uint8", fill_value=NO_LABEL,
                                     dimension_names=base.metadata.dimension_names,
                                     attributes={**base.attrs, "resampling": RESAMPLING, "level": level,
                                                 "factor": 2 ** level})
         _level_geometry(group, level, geometry)
+        target = _no_empty_chunk_check(target)  # all-no-data chunks are skipped here already
         _reduce(source, target)
         source = target
     describe_levels(store.group, [level_path(n) for n in range(len(shapes) + 1)],

@@ -1,9 +1,11 @@
 """``tilepipe plan --preview plan.png``: the plan drawn over a thumbnail of the input, in one look.
 
-The picture shows the input (the middle plane of a stack), the **block grid** (each block is one
-unit of work, one Dask task, written as whole chunks), **one block's tile lattice** (the tiles the
-network sees for that block, overlapping, and the read window they need), and the **no-data regions**
-that the run will skip (hatched; blocks with no valid pixel are crossed out). A legend below the
+The picture shows the input (the middle plane of a stack), the **units of work** (thick, numbered:
+a strip that one task computes top to bottom), the **block grid** inside them (thin: a block is
+one chunk row of a strip, written and recorded as one, the unit of resuming), **one block's tile
+lattice** (the tiles the network sees for that block, overlapping, and the read window they need),
+and the **no-data regions** that the run will skip (hatched; blocks with no valid pixel are crossed
+out). A legend below the
 picture says what each mark is, with the plan's numbers; it never covers the image.
 
 The thumbnail never reads the whole input at full resolution: a GeoTIFF with overviews is read
@@ -29,6 +31,7 @@ from ..sources import open_source
 
 PREVIEW_SIZE = 1024
 BLOCK_COLOUR = (230, 25, 75)
+UNIT_COLOUR = (245, 130, 48)
 TILE_COLOURS = ((0, 200, 255), (255, 225, 25))
 READ_COLOUR = (255, 255, 255)
 NO_DATA_COLOUR = (128, 128, 128)
@@ -98,9 +101,9 @@ def _example_block(plan: Plan, valid: np.ndarray, scale: float, plane: int | Non
     """The block with data nearest the image centre: its lattice is the one drawn."""
     lead = () if plane is None else (plane,)
     candidates = []
-    for bi in range(plan.block_rows):
-        for bj in range(plan.block_cols):
-            block = plan.block(lead + (bi, bj))
+    for band in range(plan.bands):
+        for strip in range(plan.strips):
+            block = plan.block(lead + (band, strip))
             if _box_valid(block.core, valid, scale).any():
                 c = block.core
                 distance = (c.row + c.height / 2 - plan.height / 2) ** 2 + (c.col + c.width / 2 - plan.width / 2) ** 2
@@ -119,7 +122,7 @@ def _box_valid(window: Window, valid: np.ndarray, scale: float) -> np.ndarray:
     return valid[max(y0, 0):y1 + 1, max(x0, 0):x1 + 1]
 
 
-def draw_plan(rgb: np.ndarray, valid: np.ndarray, plan: Plan, overlap: int, title: str,
+def draw_plan(rgb: np.ndarray, valid: np.ndarray, plan: Plan, overlap: int, slots: int, title: str,
               plane: int | None) -> Image.Image:
     """The plan over the picture ``rgb`` (already at picture size), with the legend below it."""
     h, w = valid.shape
@@ -127,31 +130,40 @@ def draw_plan(rgb: np.ndarray, valid: np.ndarray, plan: Plan, overlap: int, titl
     _hatch(rgb, ~valid)
     picture = Image.fromarray(rgb)
     draw = ImageDraw.Draw(picture)
-    line = max(2, round(min(h, w) / 300))
+    line = max(1, round(min(h, w) / 500))
     font = ImageFont.load_default(size=max(11, min(24, min(h, w) // 45)))
     example = _example_block(plan, valid, scale, plane)
     if example is not None:
         for k, tile in enumerate(example.tiles):
-            draw.rectangle(_box(tile, scale), outline=TILE_COLOURS[k % 2], width=max(1, line - 1))
+            draw.rectangle(_box(tile, scale), outline=TILE_COLOURS[k % 2], width=line)
         draw.rectangle(_box(example.read_window, scale), outline=READ_COLOUR, width=line)
-    skipped = 0
     lead = () if plane is None else (plane,)
-    for bi in range(plan.block_rows):
-        for bj in range(plan.block_cols):
-            x0, y0, x1, y1 = box = _box(plan.block(lead + (bi, bj)).core, scale)
-            if not _box_valid(plan.block(lead + (bi, bj)).core, valid, scale).any():
+    skipped = 0
+    for band in range(plan.bands):
+        for strip in range(plan.strips):
+            core = plan.block(lead + (band, strip)).core
+            x0, y0, x1, y1 = box = _box(core, scale)
+            if not _box_valid(core, valid, scale).any():
                 skipped += 1
                 draw.line((x0, y0, x1, y1), fill=NO_DATA_COLOUR, width=line)
                 draw.line((x0, y1, x1, y0), fill=NO_DATA_COLOUR, width=line)
-            if x1 - x0 > 6 * font.size and y1 - y0 > 2 * font.size:
-                at = (x0 + line + 2, y0 + line + 1)
-                draw.rectangle(draw.textbbox(at, f"{bi},{bj}", font=font), fill=(255, 255, 255))
-                draw.text(at, f"{bi},{bj}", fill=BLOCK_COLOUR, font=font)
             draw.rectangle(box, outline=BLOCK_COLOUR, width=line)
-    blocks = plan.block_rows * plan.block_cols
+    tasks = plan.tasks(slots=slots)
+    units = [(k, u) for k, task in enumerate(tasks) for u in task if u.plane == plane]
+    for k, unit in units:
+        x0, y0, x1, y1 = box = _box(unit.core, scale)
+        draw.rectangle(box, outline=UNIT_COLOUR, width=3 * line)
+        label = f"task {k + 1}"
+        if x1 - x0 > 5 * font.size:
+            at = (x0 + 3 * line + 2, y0 + 3 * line + 1)
+            draw.rectangle(draw.textbbox(at, label, font=font), fill=(255, 255, 255))
+            draw.text(at, label, fill=UNIT_COLOUR, font=font)
+    blocks = plan.bands * plan.strips
     entries = [
-        (BLOCK_COLOUR, f"block = one unit of work (a task writing whole {plan.chunk_size} px chunks): "
-                       f"{blocks} blocks of {plan.block_size} px" + (f" per plane, {plan.planes} planes" if plan.depth else "")),
+        (UNIT_COLOUR, f"unit of work: a strip computed top to bottom; {len(tasks)} task(s) of one or more units"
+                      + (f" for {plan.planes} planes" if plan.depth else "") + f", {slots} at once"),
+        (BLOCK_COLOUR, f"block: one {plan.chunk_size} px chunk row of a strip, written and recorded as one: "
+                       f"{blocks} blocks" + (" per plane" if plan.depth else "")),
         (TILE_COLOURS[0], f"tiles of block {','.join(map(str, example.index[-2:]))}: {example.tile_count} tiles of "
                           f"{plan.tile_height} x {plan.tile_width} px overlapping by {overlap} px"
          if example else "no block has data: no tile will run"),
@@ -178,8 +190,8 @@ def _with_legend(picture: Image.Image, title: str, entries: list, font) -> Image
     return canvas
 
 
-def write_preview(source, plan: Plan, overlap: int, out: str, size: int = PREVIEW_SIZE) -> str:
-    """Draw the plan of ``source`` to the PNG ``out``; returns ``out``."""
+def write_preview(source, plan: Plan, overlap: int, slots: int, out: str, size: int = PREVIEW_SIZE) -> str:
+    """Draw the plan of ``source`` to the PNG ``out`` (tasks grouped for ``slots`` workers); returns ``out``."""
     plane = plan.depth // 2 if plan.depth else None
     shape = picture_shape(plan.height, plan.width, size)
     read_shape = shape if shape[0] <= plan.height else (plan.height, plan.width)
@@ -189,7 +201,7 @@ def write_preview(source, plan: Plan, overlap: int, out: str, size: int = PREVIE
         rgb, valid = rgb[rows][:, cols], valid[rows][:, cols]
     title = (f"{source.path.rsplit('/', 1)[-1]}: {plan.width} x {plan.height} px"
              + (f", plane {plane} of {plan.depth}" if plane is not None else ""))
-    image = draw_plan(rgb, valid, plan, overlap, title, plane)
+    image = draw_plan(rgb, valid, plan, overlap, slots, title, plane)
     with staged_output(out) as (_, path):
         image.save(path, format="PNG")
     return str(out)
