@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 
 import pytest
 import rasterio
@@ -164,3 +166,24 @@ def test_summary_command_shows_the_saved_summary(tmp_path):
     result = invoke("summary", out)
     assert result.exit_code == 0 and "RANDOM WEIGHTS" in result.output.splitlines()[2]
     assert (tmp_path / "o.summary.md").exists() and (tmp_path / "o.summary.json").exists()
+
+
+JFIF = ("The (0028,0004) 'Photometric Interpretation' value is 'RGB' however the encoded image's codestream "
+        "contains a JFIF APP marker which indicates it should be 'YBR_FULL_422'")
+
+
+@pytest.mark.parametrize("command, silenced", [(None, False), ("catalog", True)], ids=["import", "command"])
+def test_only_the_command_silences_pydicoms_jfif_warning(command, silenced):
+    """Warning filters are a process-wide choice: the command's, never a side effect of importing
+    tilepipe. Under ``-W error`` the warning pydicom gives for each such frame raises unless ignored."""
+    code = "\n".join([
+        "import warnings",
+        "import tilepipe, tilepipe.cli, tilepipe.pipeline, tilepipe.sources.dicom, tilepipe.sources.dicom_pixels",
+        f"assert CliRunner().invoke(tilepipe.cli.main, [{command!r}]).exit_code == 0" if command else "",
+        f"warnings.warn({JFIF!r})",
+    ])
+    code = "from click.testing import CliRunner\n" + code
+    result = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True, text=True)
+    assert (result.returncode == 0) == silenced, result.stderr[-1000:]
+    if not silenced:
+        assert "JFIF APP marker" in result.stderr

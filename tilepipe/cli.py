@@ -10,6 +10,7 @@ import functools
 import json
 import logging
 import sys
+import warnings
 
 import click
 
@@ -86,6 +87,9 @@ class _OneLineErrors(click.Group):
 @click.version_option(__version__, prog_name="tilepipe")
 def main():
     """Segment images too big for memory with DeepLabV3-ResNet101, tile by tile, into Zarr."""
+    from .sources.dicom_pixels import JFIF_WARNING
+
+    warnings.filterwarnings("ignore", message=JFIF_WARNING)  # the command's process is ours to set
 
 
 @main.command()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import struct
 import threading
-import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Hashable
@@ -39,10 +38,11 @@ from ..errors import TilepipeError
 from .dicom_header import Instance
 from .dicom_frames import READERS, fragment_items, truncated
 
-# Whole-slide JPEG frames often say RGB while their JFIF marker says YCbCr. pydicom warns on every
-# frame but decodes them right (checked against Pillow on the wsi_cmu1 sample), so the warning is
-# noise, once per frame, in a run that decodes thousands of frames.
-warnings.filterwarnings("ignore", message=r".*codestream contains a JFIF APP marker.*")
+JFIF_WARNING = r".*codestream contains a JFIF APP marker.*"
+"""Whole-slide JPEG frames often say RGB while their JFIF marker says YCbCr. pydicom warns (and
+logs) for every such frame but decodes them right (checked against Pillow on the wsi_cmu1
+sample). Silencing it is a process-wide choice, so it is the CLI's (:func:`tilepipe.cli.main`);
+a library caller keeps its own warning filters, under which Python shows the warning once."""
 
 _LIBJPEG = "pylibjpeg pylibjpeg-libjpeg"
 _OPENJPEG = "pylibjpeg pylibjpeg-openjpeg"
