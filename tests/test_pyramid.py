@@ -223,3 +223,18 @@ def test_a_resumed_run_completes_the_pyramid(scene, tmp_path, monkeypatch):
     expected = zarr.open_group(str(reference), mode="r")
     for path in ("mask", "pyramid/1/mask", "pyramid/2/mask", "pyramid/3/mask"):
         assert np.array_equal(stored[path][...], expected[path][...])
+
+
+def test_a_4d_series_keeps_its_volume_and_slice_axes_in_the_pyramid(tmp_path):
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    out = tmp_path / "dwi.zarr"
+    summary = tilepipe.run(str(shared_file("dicom", "four_d_dwi")), str(out), model="standin", weights="none")
+    levels = assert_pyramid_is_the_mode(out, summary["model"]["num_classes"], 1)
+    assert levels[1].shape == (2, 1, 448, 448)  # volumes and slices kept, only y and x halved
+    node = next(iter(Reader(parse_url(str(out)))()))
+    assert [a["name"] for a in node.metadata["axes"]] == ["volume", "z", "y", "x"]
+    spacing = [float(v) for v in pydicom.dcmread(next(shared_file("dicom", "four_d_dwi").iterdir()),
+                                                 stop_before_pixels=True).PixelSpacing]
+    assert node.metadata["coordinateTransformations"][1][0]["scale"][2:] == pytest.approx([2 * s for s in spacing])
