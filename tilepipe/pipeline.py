@@ -176,7 +176,7 @@ def estimate_peak_memory(p: Plan, source, options: RunOptions, num_classes: int,
 
     The activation figure (about 60 float32 values per tile pixel for DeepLabV3-ResNet101 at
     stride 8, 3 for the stand-in) is an empirical allowance, not an exact count."""
-    from .blocks import PREFETCH, READ_AHEAD, rows_per_read
+    from .stream import PREFETCH, READ_AHEAD, rows_per_read
 
     unit = p.unit(0 if p.depth else None, 0, 0, p.bands)
     stride = p.grid.tile_size - p.grid.overlap

@@ -1,0 +1,275 @@
+"""A task's units as one stream of tiles: read a few tile rows at a time, batch, blend, write.
+
+A unit (a run of blocks of one strip, see :mod:`tilepipe.grid`) is read a few lattice tile rows
+at a time (one windowed read, ahead of need, in the reader pool); the tiles of all the task's
+units form one stream cut into batches of the engine's batch size, so slices of a stack share
+forward passes. Tiles are blended in lattice order into the unit's open rows; once a tile row is
+in, the rows above the next one are final, and each block is written, then recorded, as soon as
+its last row is: a crash loses the blocks in progress only.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from itertools import groupby
+from typing import Callable
+
+import numpy as np
+
+from .errors import TilepipeError, first_line
+from .grid import Plan, Unit, Window
+from .sink import MaskStore
+from .stitch import StripStitcher
+
+PREFETCH = 2
+"""Batches cut, scaled and on their way to the device while the network runs the current one."""
+TIMERS_BEHIND = 4
+"""Forward passes whose device seconds are read this many passes later (the engine queues them)."""
+READ_AHEAD = 1
+"""Reads (of a few tile rows each) done ahead of the batches being formed."""
+READ_BYTES = 32 * 2**20
+"""About the most one read holds: a few tile rows of a strip at once, at most ``MAX_ROWS_PER_READ``."""
+MAX_ROWS_PER_READ = 4
+
+
+def rows_per_read(plan: Plan, source) -> int:
+    """Tile rows read in one window: as many as fit ``READ_BYTES`` (pixels and validity)."""
+    per_pixel = len(source.bands) * np.dtype(source.dtype).itemsize + 1
+    width = min(plan.strip_width, plan.width) + 2 * plan.tile_width
+    stride = plan.grid.tile_size - plan.grid.overlap
+    fits = (READ_BYTES / (width * per_pixel) - plan.tile_height) // stride + 1
+    return int(max(1, min(MAX_ROWS_PER_READ, fits)))
+
+
+def tile_pixels(pixels: np.ndarray, valid: np.ndarray, read: Window, tiles: list[Window]) -> tuple[np.ndarray, np.ndarray]:
+    """Cut ``tiles`` out of a read, unscaled: ((N, bands, h, w) in the source dtype, (N, h, w) bool)."""
+    cuts = [tile.relative_to(read) for tile in tiles]
+    return np.stack([pixels[:, rows, cols] for rows, cols in cuts]), np.stack([valid[rows, cols] for rows, cols in cuts])
+
+
+def tile_inputs(pixels: np.ndarray, valid: np.ndarray, read: Window, tiles: list[Window], scaling,
+                channels: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Cut ``tiles`` out of a read and scale them: ((N, channels, h, w) float32, (N, h, w) bool).
+
+    A one-band image is replicated when the network takes ``channels`` = 3."""
+    raw, masks = tile_pixels(pixels, valid, read, tiles)
+    images = scaling.apply(raw)  # per-band terms broadcast over the batch axis
+    return (np.repeat(images, channels, axis=1) if images.shape[1] == 1 else images), masks
+
+
+def error_line(exc: Exception) -> str:
+    """A block's error in one line: a TilepipeError's message as it is, anything else after its type
+    (a bug's message alone rarely says what went wrong), or the bare type when it says nothing."""
+    if isinstance(exc, TilepipeError) or not str(exc).strip():
+        return first_line(exc)
+    return f"{type(exc).__name__}: {first_line(exc)}"
+
+
+@dataclass
+class _Row:
+    """One tile row of a unit: its read, the tiles with a valid pixel, how many are still out."""
+
+    unit: _UnitRun
+    position: int
+    window: Window
+    pixels: np.ndarray | None = None
+    valid: np.ndarray | None = None
+    tiles: list[Window] = field(default_factory=list)
+    left: int = 0
+    error: Exception | None = None
+    trace: str = ""
+
+
+class _UnitRun:
+    """A unit in progress: its stitcher, rows in flight and final rows not yet a whole block."""
+
+    def __init__(self, ctx, unit: Unit, reports: dict, store: MaskStore, num_classes: int, device,
+                 stored: Callable | None = None):
+        self.ctx, self.unit, self.reports, self.store, self.stored = ctx, unit, reports, store, stored
+        self.stitcher = StripStitcher(unit.core, num_classes, ctx.blending, device, ctx.plan.tile_height)
+        self.in_flight: deque[_Row] = deque()
+        self.next_band = unit.band_start
+        self.done: list[tuple[np.ndarray, np.ndarray | None, np.ndarray]] = []  # final rows, in order
+        self.failed = False
+        self.clock = time.time()  # when the unit's next block began: for the run's timeline
+
+    def home(self, row: int):
+        """The report a tile row's work is counted in: the block holding its first row in the unit."""
+        band = max(row, self.unit.core.row) // self.ctx.plan.chunk_size
+        lead = () if self.unit.plane is None else (self.unit.plane,)
+        return self.reports[(*lead, band, self.unit.strip)]
+
+    def settle(self) -> None:
+        """Blend out the rows whose tiles are all in (rows finish in order), write whole blocks."""
+        while self.in_flight and self.in_flight[0].left == 0 and not self.failed:
+            row = self.in_flight.popleft()
+            if row.error is not None:  # the rows above are written: only the blocks from here on fail
+                self.fail(row.error, row.trace)
+                return
+            stop = self.unit.final_rows(row.position)
+            top = self.stitcher.top
+            report = self.home(top)
+            if stop > top:
+                rows = slice(top - row.window.row, stop - row.window.row)
+                valid = row.valid[rows, self.unit.core.relative_to(row.window)[1]]
+                with report.stage("stitch"):
+                    labels, probs = self.stitcher.finish(stop, valid, self.ctx.probabilities)
+                self.done.append((labels, probs, valid))
+            row.pixels = row.valid = None
+            self._write_ready()
+
+    def _write_ready(self) -> None:
+        plan = self.ctx.plan
+        while self.next_band < self.unit.band_stop:
+            lead = () if self.unit.plane is None else (self.unit.plane,)
+            block = plan.block((*lead, self.next_band, self.unit.strip))
+            have = sum(len(labels) for labels, _, _ in self.done)
+            if have < block.core.height:
+                return
+            labels, probs, valid = (None if part[0] is None else np.concatenate(part, axis=axis)
+                                    for part, axis in zip(zip(*self.done), (0, 1, 0)))
+            h = block.core.height
+            report = self.reports[block.index]
+            rest = [(labels[h:], None if probs is None else probs[:, h:], valid[h:])] if len(labels) > h else []
+            report.no_data = not valid[:h].any()
+            with report.stage("write"):
+                if report.no_data:  # its chunks keep the fill value, NO_LABEL: only the record
+                    self.store.write_block(block, None)
+                else:
+                    self.store.write_block(block, labels[:h], None if probs is None else probs[:, :h])
+            report.started, report.finished = self.clock, time.time()
+            self.clock = report.finished
+            self.done = rest
+            self.next_band += 1
+            if self.stored:
+                self.stored(report)
+
+    def fail(self, exc: Exception, trace: str) -> None:
+        """Every block of the unit not written yet fails with ``exc``; the written ones stay done."""
+        self.failed = True
+        lead = () if self.unit.plane is None else (self.unit.plane,)
+        for band in range(self.next_band, self.unit.band_stop):
+            report = self.reports[(*lead, band, self.unit.strip)]
+            report.error, report.traceback = error_line(exc), trace
+        self.in_flight.clear()
+
+
+class TaskStream:
+    """One task's units as a single stream of tiles: reads ahead in ``pool``, batches across units,
+    blends in lattice order, writes each block when final and calls ``stored`` with its report."""
+
+    def __init__(self, ctx, engine, store: MaskStore, source, reports: dict, pool: ThreadPoolExecutor,
+                 stored: Callable | None = None):
+        self.ctx, self.engine, self.source, self.reports = ctx, engine, source, reports
+        self.store, self.pool, self.stored = store, pool, stored
+        self.size = engine.batch_size_for(ctx.plan.tile_height, ctx.plan.tile_width)
+        self.on_device = engine.scales_on_device(source.dtype)
+        self.lock = threading.Lock()
+
+    def read(self, rows: list[_Row]) -> list[_Row]:
+        """Read consecutive tile rows of one unit in one window (in the reader pool), so the
+        source's blocks or frames under two overlapping tile rows are mostly decoded once. A
+        failure is kept for the unit, not raised."""
+        unit = rows[0].unit
+        first, last = rows[0].window, rows[-1].window
+        window = Window(first.row, first.col, last.row_stop - first.row, first.width)
+        report = unit.home(first.row)
+        start = time.perf_counter()
+        try:
+            pixels, valid = self.source.read(window, unit.unit.plane)
+        except Exception as exc:  # an unreadable strip fails its unit only, from the first bad tile row on
+            if len(rows) > 1:
+                return [row for single in rows for row in self.read([single])]
+            rows[0].error, rows[0].trace = exc, traceback.format_exc()
+            return rows
+        for row in rows:
+            cut = slice(row.window.row - window.row, row.window.row_stop - window.row)
+            row.pixels, row.valid = pixels[:, cut], valid[cut]
+            row.tiles = [t for t in unit.unit.row_tiles(row.window.row) if row.valid[t.relative_to(row.window)].any()]
+            row.left = len(row.tiles)
+        seconds = time.perf_counter() - start
+        with self.lock:  # reads of one task run in several reader threads
+            report.seconds["read"] += seconds
+            report.read_pixels += window.area
+            report.largest_read_pixels = max(report.largest_read_pixels, window.area)
+            for row in rows:
+                home = unit.home(row.window.row)
+                home.tiles += len(row.tiles)
+                home.tiles_skipped += len(unit.unit.tile_cols) - len(row.tiles)
+        return rows
+
+    def prepare(self, batch: list[tuple[_Row, Window]]):
+        """Cut, scale and upload one batch (in the reader pool); returns it with its seconds."""
+        start = time.perf_counter()
+        by_row = [(row, [tile for _, tile in items]) for row, items in groupby(batch, key=lambda item: item[0])]
+        if self.on_device:  # raw tiles: a quarter of the bytes for uint8, scaled by the engine
+            parts = [tile_pixels(row.pixels, row.valid, row.window, tiles) for row, tiles in by_row]
+        else:
+            parts = [tile_inputs(row.pixels, row.valid, row.window, tiles, self.source.scaling,
+                                 self.engine.model.in_channels) for row, tiles in by_row]
+        images, masks = (np.concatenate(p) if len(p) > 1 else p[0] for p in zip(*parts))
+        uploaded = self.engine.upload(images, masks, self.source.scaling if self.on_device else None)
+        return uploaded, time.perf_counter() - start
+
+    def run(self, units: tuple[Unit, ...]) -> None:
+        runs = [_UnitRun(self.ctx, u, self.reports, self.store, self.engine.model.num_classes, self.engine.device,
+                         self.stored) for u in units]
+        per_read = rows_per_read(self.ctx.plan, self.source)
+        groups = iter([[_Row(r, k, r.unit.row_window(r.unit.tile_rows[k]))
+                        for k in range(start, min(start + per_read, len(r.unit.tile_rows)))]
+                       for r in runs for start in range(0, len(r.unit.tile_rows), per_read)])
+        reads: deque = deque()
+        tiles: deque[tuple[_Row, Window]] = deque()
+        batches: deque = deque()
+        timers: deque = deque()
+
+        def read_ahead():
+            while len(reads) < READ_AHEAD and (group := next(groups, None)) is not None:
+                reads.append(self.pool.submit(self.read, group))
+
+        read_ahead()
+        while True:
+            while len(batches) < PREFETCH:
+                while len(tiles) < self.size and reads:
+                    group = reads.popleft().result()
+                    read_ahead()
+                    for row in group:
+                        if row.unit.failed:
+                            continue
+                        row.unit.in_flight.append(row)  # a read error fails the unit when its turn comes
+                        tiles.extend((row, t) for t in row.tiles)
+                        row.unit.settle()  # a row without a valid tile is final at once
+                if not tiles:
+                    break
+                batch = [tiles.popleft() for _ in range(min(self.size, len(tiles)))]
+                batches.append((batch, self.pool.submit(self.prepare, batch)))
+            if not batches:
+                break
+            batch, future = batches.popleft()
+            uploaded, seconds = future.result()
+            home = batch[0][0].unit.home(batch[0][0].window.row)
+            home.seconds["preprocess"] += seconds
+            probabilities, timer = self.engine.predict(uploaded)
+            timers.append((home, timer))
+            if len(timers) > TIMERS_BEHIND:  # on CUDA a pass is only queued: read its seconds later
+                done, oldest = timers.popleft()
+                done.seconds["forward"] += oldest.seconds
+            home.forward_calls += 1
+            with home.stage("stitch"):
+                for (row, tile), probs in zip(batch, probabilities):
+                    if row.unit.failed:
+                        continue
+                    row.unit.stitcher.add(tile, probs)
+                    row.left -= 1
+                    if row.left == 0:
+                        row.unit.settle()
+        for done, timer in timers:
+            done.seconds["forward"] += timer.seconds
+        for r in runs:
+            if not r.failed and r.next_band < r.unit.band_stop:
+                r.fail(RuntimeError("the unit ended before all its blocks were written"), "")
