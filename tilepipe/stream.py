@@ -30,6 +30,8 @@ PREFETCH = 2
 """Batches cut, scaled and on their way to the device while the network runs the current one."""
 TIMERS_BEHIND = 4
 """Forward passes whose device seconds are read this many passes later (the engine queues them)."""
+STITCH_BEHIND = 2
+"""Batches the stitch lane may still be blending while the network runs the next one."""
 READ_AHEAD = 1
 """Reads (of a few tile rows each) done ahead of the batches being formed."""
 READ_BYTES = 32 * 2**20
@@ -216,7 +218,28 @@ class TaskStream:
         uploaded = self.engine.upload(images, masks, self.source.scaling if self.on_device else None)
         return uploaded, time.perf_counter() - start
 
+    @staticmethod
+    def _arrive(group: list[_Row]) -> None:
+        """The rows of a read join their units, in order (a read error fails the unit in turn)."""
+        for row in group:
+            if not row.unit.failed:
+                row.unit.in_flight.append(row)
+                row.unit.settle()  # a row without a valid tile is final at once
+
+    @staticmethod
+    def _blend(batch: list[tuple[_Row, Window]], probabilities, home) -> None:
+        for (row, tile), probs in zip(batch, probabilities):
+            if row.unit.failed:
+                continue
+            with home.stage("stitch"):
+                row.unit.stitcher.add(tile, probs)
+            row.left -= 1
+            if row.left == 0:
+                row.unit.settle()  # times its own blending and writing
+
     def run(self, units: tuple[Unit, ...]) -> None:
+        """Feed the network from this thread; blend and write in the task's stitch lane, a thread
+        that takes the rows and batches in order (lattice order) while the next batch runs."""
         runs = [_UnitRun(self.ctx, u, self.reports, self.store, self.engine.model.num_classes, self.engine.device,
                          self.stored) for u in units]
         per_read = rows_per_read(self.ctx.plan, self.source)
@@ -227,47 +250,47 @@ class TaskStream:
         tiles: deque[tuple[_Row, Window]] = deque()
         batches: deque = deque()
         timers: deque = deque()
+        lane, blending = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tilepipe-stitch"), deque()
 
         def read_ahead():
             while len(reads) < READ_AHEAD and (group := next(groups, None)) is not None:
                 reads.append(self.pool.submit(self.read, group))
 
-        read_ahead()
-        while True:
-            while len(batches) < PREFETCH:
-                while len(tiles) < self.size and reads:
-                    group = reads.popleft().result()
-                    read_ahead()
-                    for row in group:
-                        if row.unit.failed:
-                            continue
-                        row.unit.in_flight.append(row)  # a read error fails the unit when its turn comes
-                        tiles.extend((row, t) for t in row.tiles)
-                        row.unit.settle()  # a row without a valid tile is final at once
-                if not tiles:
+        def in_lane(fn, *args):
+            blending.append(lane.submit(fn, *args))
+            while len(blending) > STITCH_BEHIND or (blending and blending[0].done()):
+                blending.popleft().result()  # raises what the lane raised
+
+        try:
+            read_ahead()
+            while True:
+                while len(batches) < PREFETCH:
+                    while len(tiles) < self.size and reads:
+                        group = reads.popleft().result()
+                        read_ahead()
+                        tiles.extend((row, t) for row in group if not row.unit.failed for t in row.tiles)
+                        in_lane(self._arrive, group)
+                    if not tiles:
+                        break
+                    batch = [tiles.popleft() for _ in range(min(self.size, len(tiles)))]
+                    batches.append((batch, self.pool.submit(self.prepare, batch)))
+                if not batches:
                     break
-                batch = [tiles.popleft() for _ in range(min(self.size, len(tiles)))]
-                batches.append((batch, self.pool.submit(self.prepare, batch)))
-            if not batches:
-                break
-            batch, future = batches.popleft()
-            uploaded, seconds = future.result()
-            home = batch[0][0].unit.home(batch[0][0].window.row)
-            home.seconds["preprocess"] += seconds
-            probabilities, timer = self.engine.predict(uploaded)
-            timers.append((home, timer))
-            if len(timers) > TIMERS_BEHIND:  # on CUDA a pass is only queued: read its seconds later
-                done, oldest = timers.popleft()
-                done.seconds["forward"] += oldest.seconds
-            home.forward_calls += 1
-            with home.stage("stitch"):
-                for (row, tile), probs in zip(batch, probabilities):
-                    if row.unit.failed:
-                        continue
-                    row.unit.stitcher.add(tile, probs)
-                    row.left -= 1
-                    if row.left == 0:
-                        row.unit.settle()
+                batch, future = batches.popleft()
+                uploaded, seconds = future.result()
+                home = batch[0][0].unit.home(batch[0][0].window.row)
+                home.seconds["preprocess"] += seconds
+                probabilities, timer = self.engine.predict(uploaded)
+                timers.append((home, timer))
+                if len(timers) > TIMERS_BEHIND:  # on CUDA a pass is only queued: read its seconds later
+                    done, oldest = timers.popleft()
+                    done.seconds["forward"] += oldest.seconds
+                home.forward_calls += 1
+                in_lane(self._blend, batch, probabilities, home)
+            while blending:
+                blending.popleft().result()
+        finally:
+            lane.shutdown(wait=True)
         for done, timer in timers:
             done.seconds["forward"] += timer.seconds
         for r in runs:
