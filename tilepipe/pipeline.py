@@ -176,7 +176,7 @@ def estimate_peak_memory(p: Plan, source, options: RunOptions, num_classes: int,
 
     The activation figure (about 60 float32 values per tile pixel for DeepLabV3-ResNet101 at
     stride 8, 3 for the stand-in) is an empirical allowance, not an exact count."""
-    from .stream import PREFETCH, READ_AHEAD, rows_per_read
+    from .stream import PREFETCH, READ_AHEAD, STITCH_BEHIND, rows_per_read
 
     unit = p.unit(0 if p.depth else None, 0, 0, p.bands)
     stride = p.grid.tile_size - p.grid.overlap
@@ -188,7 +188,8 @@ def estimate_peak_memory(p: Plan, source, options: RunOptions, num_classes: int,
     strip = min(p.strip_width, p.width)
     open_rows = (num_classes + 1) * p.tile_height * strip * 4
     block_rows = p.chunk_size * strip * (2 + (num_classes if options.probabilities else 0))
-    batches = (PREFETCH + 1) * batch * tile_px * (3 * 4 + 1) + batch * num_classes * tile_px * 4
+    # batches being cut and uploaded, and probabilities queued in the stitch lane
+    batches = (PREFETCH + 1) * batch * tile_px * (3 * 4 + 1) + (STITCH_BEHIND + 1) * batch * num_classes * tile_px * 4
     per_task = (READ_AHEAD + 2) * row_read * (bands * itemsize + 1) + open_rows + block_rows + batches
     output_stride = p.grid.output_stride
     activations_per_px = 3 if options.model == "standin" else 60 * (8 / output_stride) ** 0.5

@@ -30,7 +30,7 @@ PREFETCH = 2
 """Batches cut, scaled and on their way to the device while the network runs the current one."""
 TIMERS_BEHIND = 4
 """Forward passes whose device seconds are read this many passes later (the engine queues them)."""
-STITCH_BEHIND = 2
+STITCH_BEHIND = 1
 """Batches the stitch lane may still be blending while the network runs the next one."""
 READ_AHEAD = 1
 """Reads (of a few tile rows each) done ahead of the batches being formed."""
