@@ -36,6 +36,7 @@ from host_side import host_only  # noqa: E402
 from measure import process_peak_rss  # noqa: E402
 from side_by_side import compare, stride_table  # noqa: E402
 from stride_tradeoff import stride_tradeoff  # noqa: E402
+from tilepipe.config import RunOptions  # noqa: E402
 from tilepipe.engine import cpu_name, resolve_device  # noqa: E402
 from tilepipe.model import architecture  # noqa: E402
 
@@ -51,7 +52,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--size", type=int, default=16384, help="side of the generated image (default 16384)")
     p.add_argument("--tile-size", type=int, default=512, help="default 512")
     p.add_argument("--overlap", type=int, default=64, help="tilepipe's tile overlap in px (default 64)")
-    p.add_argument("--block-size", type=int, default=2048, help="default 2048")
+    p.add_argument("--block-size", type=int, default=RunOptions.block_size,
+                   help=f"tilepipe's strip width limit (default {RunOptions.block_size}, tilepipe's default)")
     p.add_argument("--chunk-size", type=int, default=512, help="default 512")
     p.add_argument("--batch-size", default="4", help="tiles per forward pass, or auto (default 4, tilepipe's default)")
     p.add_argument("--precision", default="auto", help="auto (bf16/fp16 on CUDA, fp32 on CPU), fp32, bf16, fp16")

@@ -27,7 +27,7 @@ import numpy as np
 import zarr
 
 from .ngff import describe_levels
-from .sink import NO_LABEL, MaskStore, _no_empty_chunk_check, write_grid_mapping
+from .sink import NO_LABEL, MaskStore, without_empty_chunk_check, write_grid_mapping
 
 GROUP = "pyramid"
 SMALLEST_SIDE = 512
@@ -140,7 +140,7 @@ def build_pyramid(store: MaskStore) -> list[tuple[int, ...]]:
                                     attributes={**base.attrs, "resampling": RESAMPLING, "level": level,
                                                 "factor": 2 ** level})
         _level_geometry(group, level, geometry)
-        target = _no_empty_chunk_check(target)  # all-no-data chunks are skipped here already
+        target = without_empty_chunk_check(target)  # all-no-data chunks are skipped here already
         _reduce(source, target)
         source = target
     describe_levels(store.group, [level_path(n) for n in range(len(shapes) + 1)],

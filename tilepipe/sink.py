@@ -92,7 +92,7 @@ def write_grid_mapping(group: zarr.Group, array: str, crs_wkt: str, transform: l
     group[array].attrs.update({"grid_mapping": "spatial_ref", "coordinates": "spatial_ref"})
 
 
-def _no_empty_chunk_check(array: zarr.Array) -> zarr.Array:
+def without_empty_chunk_check(array: zarr.Array) -> zarr.Array:
     """The array with zarr's "is this chunk all fill value? then do not store it" check off.
 
     A block writes whole chunks of labels, so the check (an array comparison per chunk, a fifth to a
@@ -112,9 +112,9 @@ class MaskStore:
         self.group = group
         self.run_id = run_id
         """The run this handle writes for; None for a reader."""
-        self.mask = _no_empty_chunk_check(group["mask"])
+        self.mask = without_empty_chunk_check(group["mask"])
         self.blocks = group["blocks"]
-        self.probabilities = _no_empty_chunk_check(group["probabilities"]) if "probabilities" in group else None
+        self.probabilities = without_empty_chunk_check(group["probabilities"]) if "probabilities" in group else None
 
     @classmethod
     def create(cls, url: str, plan: Plan, num_classes: int, probabilities: bool, attrs: dict,
