@@ -113,15 +113,17 @@ def _compile(d: dict) -> str | None:
 def _dask(d: dict) -> str | None:
     if d["environment"]["workers"] < 2 or d["plan"]["blocks_run"] < 2:
         return None
-    return (f"the plan became {d['plan']['blocks_run']} Dask tasks, one per block, run by "
+    return (f"the plan's {d['plan']['blocks_run']} blocks (chunk rows of {_n(d['plan']['strips'], 'strip')}) ran as "
+            f"Dask tasks of whole strips or strip bands, run by "
             f"{d['environment']['workers']} workers ({d['environment']['scheduler']})")
 
 
 def _chunks(d: dict) -> str:
     p = d["plan"]
-    per = p["block_size"] // p["chunk_size"]
-    return (f"each block core is (up to) {per} x {per} whole {p['chunk_size']} px chunks written by exactly one "
-            f"task: {_n(p['chunks_written'], 'chunk')}, no locks and no read-modify-write, "
+    per = -(-p["strip_width"] // p["chunk_size"])
+    return (f"each block is one row of (up to) {per} whole {p['chunk_size']} px chunks across a strip, written "
+            f"by exactly one task as soon as its tiles are in: {_n(p['chunks_written'], 'chunk')}, no locks and "
+            f"no read-modify-write, "
             f"{d['timing']['stage_busy_seconds']['write']:.2f} s of writing")
 
 
