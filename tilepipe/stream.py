@@ -34,7 +34,7 @@ STITCH_BEHIND = 1
 """Batches the stitch lane may still be blending while the network runs the next one."""
 READ_AHEAD = 1
 """Reads (of a few tile rows each) done ahead of the batches being formed."""
-READ_BYTES = 32 * 2**20
+READ_BYTES = 16 * 2**20
 """About the most one read holds: a few tile rows of a strip at once, at most ``MAX_ROWS_PER_READ``."""
 MAX_ROWS_PER_READ = 4
 
