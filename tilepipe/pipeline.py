@@ -89,11 +89,14 @@ def _specs(input: str, options: RunOptions, card_file: CardFile | None) -> tuple
     if options.blending not in BLENDING_MODES:
         raise TilepipeError(f"--blending {options.blending!r}: choose one of {', '.join(BLENDING_MODES)}")
     scaling = _scaling_request(options, card_file)
-    source = SourceSpec(str(input), options.bands, scaling, options.series, options.window, options.level,
-                        options.select)
-    model = ModelSpec(options.model, str(options.weights), options.output_stride, options.num_classes,
-                      options.class_names, normalise=scaling.method != "card")
-    return source, model, EngineOptions(options.device, options.precision, options.batch_size, options.compile)
+    source = SourceSpec(path=str(input), bands=options.bands, scaling=scaling, series=options.series,
+                        window=options.window, level=options.level, select=options.select)
+    model = ModelSpec(architecture=options.model, weights=str(options.weights), output_stride=options.output_stride,
+                      num_classes=options.num_classes, class_names=options.class_names,
+                      normalise=scaling.method != "card")
+    engine = EngineOptions(device=options.device, precision=options.precision, batch_size=options.batch_size,
+                           compile=options.compile)
+    return source, model, engine
 
 
 def _open(input: str, options: RunOptions, card_file: CardFile | None, run_id: str = ""):
