@@ -123,12 +123,10 @@ class TileGrid:
             )
 
 
-@dataclass(frozen=True)
-class Block:
-    """One unit of writing: a band of whole chunks of one strip, plus the lattice tiles that touch it."""
+@dataclass(frozen=True, kw_only=True)
+class LatticeSpan:
+    """A core and the lattice tiles that touch it: what a block and a unit share."""
 
-    index: tuple[int, ...]
-    """(band, strip), or (plane, band, strip) for a stack of planes."""
     core: Window
     tile_rows: tuple[int, ...]
     tile_cols: tuple[int, ...]
@@ -136,50 +134,20 @@ class Block:
     tile_width: int
 
     @property
-    def plane(self) -> int | None:
-        return self.index[0] if len(self.index) == 3 else None
+    def tile_count(self) -> int:
+        return len(self.tile_rows) * len(self.tile_cols)
 
     @property
     def tiles(self) -> list[Window]:
         """The tiles in lattice order (row-major), which fixes the blending order of a pixel."""
-        return [Window(r, c, self.tile_height, self.tile_width) for r, c in product(self.tile_rows, self.tile_cols)]
+        return [tile for row in self.tile_rows for tile in self.row_tiles(row)]
 
     @property
     def read_window(self) -> Window:
         """The union of the tiles: the core plus the halo the tiles need."""
-        r0, c0 = self.tile_rows[0], self.tile_cols[0]
-        return Window(r0, c0, self.tile_rows[-1] + self.tile_height - r0, self.tile_cols[-1] + self.tile_width - c0)
-
-    @property
-    def tile_count(self) -> int:
-        return len(self.tile_rows) * len(self.tile_cols)
-
-
-@dataclass(frozen=True)
-class Unit:
-    """A run of consecutive blocks of one strip of one plane, computed in one top-to-bottom pass.
-
-    The unit computes every lattice tile that touches its core once, one tile row at a time, and
-    finishes (and writes) each of its blocks as soon as the last tile row that covers it is in."""
-
-    plane: int | None
-    strip: int
-    band_start: int
-    band_stop: int
-    core: Window
-    tile_rows: tuple[int, ...]
-    tile_cols: tuple[int, ...]
-    tile_height: int
-    tile_width: int
-
-    @property
-    def block_indices(self) -> list[tuple[int, ...]]:
-        lead = () if self.plane is None else (self.plane,)
-        return [(*lead, band, self.strip) for band in range(self.band_start, self.band_stop)]
-
-    @property
-    def tile_count(self) -> int:
-        return len(self.tile_rows) * len(self.tile_cols)
+        r0 = self.tile_rows[0]
+        row = self.row_window(r0)
+        return Window(r0, row.col, self.tile_rows[-1] + self.tile_height - r0, row.width)
 
     def row_window(self, row: int) -> Window:
         """What one tile row reads: the union of its tiles (the strip plus the halo they need)."""
@@ -189,6 +157,36 @@ class Unit:
     def row_tiles(self, row: int) -> list[Window]:
         """The tiles of one tile row, left to right (lattice order)."""
         return [Window(row, c, self.tile_height, self.tile_width) for c in self.tile_cols]
+
+
+@dataclass(frozen=True)
+class Block(LatticeSpan):
+    """One unit of writing: a band of whole chunks of one strip, plus the lattice tiles that touch it."""
+
+    index: tuple[int, ...]
+    """(band, strip), or (plane, band, strip) for a stack of planes."""
+
+    @property
+    def plane(self) -> int | None:
+        return self.index[0] if len(self.index) == 3 else None
+
+
+@dataclass(frozen=True)
+class Unit(LatticeSpan):
+    """A run of consecutive blocks of one strip of one plane, computed in one top-to-bottom pass.
+
+    The unit computes every lattice tile that touches its core once, one tile row at a time, and
+    finishes (and writes) each of its blocks as soon as the last tile row that covers it is in."""
+
+    plane: int | None
+    strip: int
+    band_start: int
+    band_stop: int
+
+    @property
+    def block_indices(self) -> list[tuple[int, ...]]:
+        lead = () if self.plane is None else (self.plane,)
+        return [(*lead, band, self.strip) for band in range(self.band_start, self.band_stop)]
 
     def final_rows(self, position: int) -> int:
         """Rows above this one are final once tile row ``tile_rows[position]`` is in: no later tile
@@ -283,14 +281,7 @@ class Plan:
         left, right = self._strip_cols(strip)
         top = band * self.chunk_size
         core = Window(top, left, min(self.chunk_size, self.height - top), right - left)
-        return Block(
-            index=tuple(index),
-            core=core,
-            tile_rows=touching(self.row_starts, self.tile_height, core.row, core.row_stop),
-            tile_cols=touching(self.col_starts, self.tile_width, core.col, core.col_stop),
-            tile_height=self.tile_height,
-            tile_width=self.tile_width,
-        )
+        return Block(index=tuple(index), **self._span(core))
 
     def blocks(self):
         """Every block, plane by plane, row-major. A generator: a huge scene never lists them all."""
@@ -300,9 +291,14 @@ class Plan:
     def unit(self, plane: int | None, strip: int, band_start: int, band_stop: int) -> Unit:
         left, right = self._strip_cols(strip)
         top, bottom = band_start * self.chunk_size, min(band_stop * self.chunk_size, self.height)
-        return Unit(plane, strip, band_start, band_stop, Window(top, left, bottom - top, right - left),
-                    touching(self.row_starts, self.tile_height, top, bottom),
-                    touching(self.col_starts, self.tile_width, left, right), self.tile_height, self.tile_width)
+        core = Window(top, left, bottom - top, right - left)
+        return Unit(plane=plane, strip=strip, band_start=band_start, band_stop=band_stop, **self._span(core))
+
+    def _span(self, core: Window) -> dict:
+        """The :class:`LatticeSpan` fields of ``core``: the lattice tiles that touch it."""
+        return {"core": core, "tile_height": self.tile_height, "tile_width": self.tile_width,
+                "tile_rows": touching(self.row_starts, self.tile_height, core.row, core.row_stop),
+                "tile_cols": touching(self.col_starts, self.tile_width, core.col, core.col_stop)}
 
     def units(self, todo=None, min_units: int = 1) -> list[Unit]:
         """The runs of consecutive blocks in ``todo`` (all blocks when None), one per strip and plane
