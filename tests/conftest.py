@@ -48,3 +48,17 @@ def tmp_tif(tmp_path):
         data = smooth_image(300, 400) if data is None else data
         return write_geotiff(tmp_path / name, data, **kwargs)
     return make
+
+
+@pytest.fixture
+def offline_weights(monkeypatch, tmp_path):
+    """torchvision's weight downloads fail as they do without network, into an empty TORCH_HOME."""
+    from urllib.error import URLError
+
+    import torchvision.models._api as weights_api
+
+    def offline(*args, **kwargs):
+        raise URLError("Name or service not known")
+
+    monkeypatch.setattr(weights_api, "load_state_dict_from_url", offline)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))

@@ -81,16 +81,7 @@ def test_checkpoint_round_trip_gives_torchvisions_outputs(name, tmp_path):
         torch.testing.assert_close(loaded.module(x)["out"], source(x)["out"], rtol=1e-5, atol=1e-5)
 
 
-def test_published_weights_by_enum_name_offline_say_what_to_do(monkeypatch, tmp_path):
-    from urllib.error import URLError
-
-    import torchvision.models._api as weights_api
-
-    def offline(*args, **kwargs):
-        raise URLError("Name or service not known")
-
-    monkeypatch.setattr(weights_api, "load_state_dict_from_url", offline)
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+def test_published_weights_by_enum_name_offline_say_what_to_do(offline_weights):
     with pytest.raises(TilepipeError) as err:
         load_model(ModelSpec("lraspp_mobilenet_v3_large", "COCO_WITH_VOC_LABELS_V1"))
     assert "lraspp_mobilenet_v3_large-d234d4ea.pth" in str(err.value) and "--weights PATH" in str(err.value)

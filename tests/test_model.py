@@ -132,21 +132,10 @@ def test_missing_checkpoint_and_wrong_class_count_are_clear_errors(tmp_path):
         load_model(ModelSpec(weights=str(tmp_path / "three.pth"), num_classes=21))
 
 
-def test_default_weights_offline_say_how_to_pass_a_file(monkeypatch, tmp_path):
+def test_default_weights_offline_say_how_to_pass_a_file(offline_weights):
     """The real download path is the default; without network the error names the file to provide."""
-    from urllib.error import URLError
-
-    import torchvision.models._api as weights_api
-
-    import tilepipe.model as model_module
-
-    def offline(*args, **kwargs):
-        raise URLError("Name or service not known")
-
-    monkeypatch.setattr(weights_api, "load_state_dict_from_url", offline)
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     with pytest.raises(TilepipeError) as err:
-        model_module.load_model(ModelSpec(weights="default"))
+        load_model(ModelSpec(weights="default"))
     message = str(err.value)
     assert "deeplabv3_resnet101_coco-586e9e4e.pth" in message and "--weights PATH" in message
 
