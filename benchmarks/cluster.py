@@ -39,7 +39,7 @@ import dask  # noqa: E402
 from toolz import identity as noop  # noqa: E402  (importable on any worker, unlike a function of this script)
 
 import tilepipe  # noqa: E402  (lazy: no torch until tilepipe.run is looked up)
-from tilepipe.progress import Progress  # noqa: E402
+from tilepipe.report.progress import Progress  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -15,7 +15,7 @@ from torchvision.models import segmentation
 
 import tilepipe
 from tests.conftest import shared_file
-from tilepipe.catalog import load_catalog
+from tilepipe.report.catalog import load_catalog
 from tilepipe.errors import TilepipeError
 from tilepipe.model import REGISTRY, ModelSpec, load_model, macs_by_stage, model_card
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tilepipe.catalog import (
+from tilepipe.report.catalog import (
     KINDS,
     Entry,
     Fact,
@@ -84,7 +84,7 @@ def test_every_reference_resolves(catalog):
 
 def test_tactics_reference_their_justification(catalog):
     tactics = [entry for entry in catalog.values() if entry.kind == "tactic"]
-    from tilepipe.tactics import RULES
+    from tilepipe.report.tactics import RULES
 
     # exactly the tactics the summary can claim have an entry, and no other
     assert {t.id for t in tactics} == {i for i in REQUIRED_IDS if i.startswith("tactic-")} == {i for i, _ in RULES}

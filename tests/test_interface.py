@@ -10,7 +10,7 @@ import tilepipe
 from tests.conftest import smooth_image, write_geotiff
 from tilepipe.blocks import BlockReport
 from tilepipe.cli import main
-from tilepipe.progress import Progress
+from tilepipe.report.progress import Progress
 
 
 def test_version():

@@ -14,7 +14,7 @@ from torchvision.models.segmentation import deeplabv3_resnet101
 
 import tilepipe
 from tests.conftest import smooth_image, write_geotiff
-from tilepipe.catalog import load_catalog
+from tilepipe.report.catalog import load_catalog
 from tilepipe.model import count_macs
 
 

@@ -108,7 +108,7 @@ def run(input, output, config, explain, quiet, verbose, log_file, **kwargs):
     """Segment INPUT (a GeoTIFF, a DICOM file, series folder or DICOMDIR) into the Zarr store OUTPUT."""
     from .pipeline import RunFailed
     from .pipeline import run as run_pipeline
-    from .progress import Progress
+    from .report.progress import Progress
 
     _configure_logging(quiet, verbose, log_file)
     progress = None if quiet else Progress(every=10.0 if verbose else None)
@@ -211,7 +211,7 @@ def _compare_table(rows: list[dict]) -> str:
 def summary(store, as_json):
     """Show the run summary saved in STORE."""
     from .sink import MaskStore
-    from .summary import render_markdown
+    from .report.summary import render_markdown
 
     data = MaskStore.open(store).summary
     click.echo(json.dumps(data, indent=2) if as_json else render_markdown(data))
@@ -220,7 +220,7 @@ def summary(store, as_json):
 @main.command()
 def doctor():
     """Print what tilepipe runs on: torch/CUDA/GPU, rasterio/GDAL, zarr, dask, and the weights cache."""
-    from .doctor import report
+    from .report.doctor import report
 
     click.echo(report())
 
@@ -230,7 +230,7 @@ def doctor():
 @_user_errors
 def catalog(entry_id):
     """List the reference catalog, or show entry ENTRY_ID (the ids a run summary cites)."""
-    from .catalog import format_entry, format_listing, load_catalog
+    from .report.catalog import format_entry, format_listing, load_catalog
 
     entries = load_catalog()
     if entry_id is None:

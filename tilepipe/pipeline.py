@@ -30,7 +30,7 @@ from .grid import Plan, TileGrid
 from .lease import Lease
 from .model import CardFile, ModelCard, ModelSpec, model_card
 from .model.compare import compare_architectures
-from .progress import Progress
+from .report.progress import Progress
 from .pyramid import build_pyramid
 from .report.preview import PREVIEW_SIZE, write_preview
 from .report.timeline import write_timeline
@@ -41,7 +41,7 @@ from .sources import SourceSpec, open_source
 from .sources.geotiff import bounded_gdal_cache
 from .sources.scaling import ScalingRequest
 from .stitch import BLENDING_MODES
-from .summary import Summary, build_summary
+from .report.summary import Summary, build_summary
 
 log = logging.getLogger("tilepipe")
 

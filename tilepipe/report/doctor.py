@@ -25,7 +25,7 @@ def facts() -> dict[str, str]:
     import torchvision
     import zarr
 
-    from . import __version__
+    from .. import __version__
 
     cuda = torch.cuda.is_available()
     gpus = [f"{torch.cuda.get_device_name(i)} ({torch.cuda.get_device_properties(i).total_memory / 2**30:.0f} GiB)"

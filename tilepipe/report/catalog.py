@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from .errors import TilepipeError
+from ..errors import TilepipeError
 
 KINDS = frozenset({"model", "weights", "paper", "repository", "tactic"})
 LINK_KEYS = frozenset({"arxiv", "github", "docs", "url"})
@@ -49,7 +49,7 @@ class Entry:
 
 def catalog_dir() -> Path:
     """The catalog folder: the checkout's top-level ``catalog/``, else the copy in the package."""
-    checkout = Path(__file__).resolve().parents[1] / "catalog"
+    checkout = Path(__file__).resolve().parents[2] / "catalog"
     if checkout.is_dir():
         return checkout
     return Path(str(importlib.resources.files("tilepipe") / "catalog_data"))

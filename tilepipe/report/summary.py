@@ -6,7 +6,7 @@ workers, reading and writing overlap the forward pass, so busy times may add up 
 blocks' wall time; the summary states that overlap instead of hiding it. The wall time itself is
 split into parts that run one after another (setup, blocks, finalise) and add up to it.
 
-The two explanatory sections are pure functions of the figures: :func:`tilepipe.tactics.tactics_used`
+The two explanatory sections are pure functions of the figures: :func:`tilepipe.report.tactics.tactics_used`
 ("How the network stays fast here"), :func:`tilepipe.cost.cost_sentences` ("Where the
 multiply-adds go") and :func:`bottleneck`.
 """
@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 
-from .blocks import STAGES, BlockReport
-from .sink import NO_LABEL
-from .sizing import sizing_note
+from ..blocks import STAGES, BlockReport
+from ..sink import NO_LABEL
+from ..sizing import sizing_note
 
 LIBRARIES = ("tilepipe", "torch", "torchvision", "numpy", "rasterio", "zarr", "dask", "distributed", "pydicom")
 
@@ -81,8 +81,8 @@ def build_summary(prepared, reports: list[BlockReport], store_url: str, setup_se
                   pyramid: dict | None = None) -> Summary:
     """``slots``: block tasks that could run at once (threads, worker threads, or GPUs);
     ``pyramid``: the levels built after the blocks and their seconds (:mod:`tilepipe.pyramid`)."""
-    from .cost import cost_figures, cost_sentences
-    from .origins import settings_origins
+    from ..cost import cost_figures, cost_sentences
+    from ..origins import settings_origins
     from .tactics import tactics_used
 
     pyramid = pyramid or {"levels": [], "seconds": 0.0, "built": False}
@@ -318,8 +318,8 @@ def _picture_lines(output: dict) -> list[str]:
 
 
 def render_markdown(d: dict) -> str:
-    from .cost import render_cost
-    from .origins import render_settings
+    from ..cost import render_cost
+    from ..origins import render_settings
 
     inp, plan, timing, thr, model, eng = d["input"], d["plan"], d["timing"], d["throughput"], d["model"], d["engine"]
     lines = ["# tilepipe run summary", ""]
