@@ -5,16 +5,16 @@ from that declaration. Each check reads the other place as a user would, not thr
 from __future__ import annotations
 
 import re
-from dataclasses import fields
 from pathlib import Path
 
 import yaml
 
 import tilepipe
 from tilepipe.cli import main
+from tilepipe.config import option_fields
 
 ROOT = Path(__file__).resolve().parents[1]
-DECLARED = {f.name: f.default for f in fields(tilepipe.RunOptions)}
+DECLARED = {f.name: f.default for f in option_fields()}
 CLI_ONLY = {"explain", "config"}
 """Flags of ``tilepipe run`` that are about the command, not the run: no option behind them."""
 

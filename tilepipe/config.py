@@ -9,7 +9,8 @@ interchangeable in the file. :func:`resolve_settings` also records where each va
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+import functools
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import yaml
@@ -17,7 +18,24 @@ import yaml
 from .errors import TilepipeError, first_line
 
 
-@dataclass(frozen=True)
+def _records_given(cls):
+    """Wrap the dataclass's ``__init__`` so that the keywords a caller passes (other than None)
+    are recorded in ``given``. ``dataclasses.replace`` passes every field plus ``given`` itself,
+    so a copy keeps the names its original had instead of counting every field as given."""
+    init = cls.__init__
+
+    @functools.wraps(init)
+    def __init__(self, **values):
+        init(self, **values)
+        if "given" not in values:
+            object.__setattr__(self, "given", frozenset(k for k, v in values.items() if v is not None))
+
+    cls.__init__ = __init__
+    return cls
+
+
+@_records_given
+@dataclass(frozen=True, kw_only=True)
 class RunOptions:
     # input
     bands: tuple[int, ...] | None = None
@@ -52,18 +70,27 @@ class RunOptions:
     probabilities: bool = False
     overwrite: bool = False
     resume: bool = False
+    given: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
+    """The options set explicitly (keywords of the constructor or of :meth:`updated`): they win
+    over a config file and a model card even where they equal the default."""
 
     def updated(self, **changes) -> RunOptions:
-        """A copy with ``changes`` applied; ``None`` values mean "not given" and are ignored."""
-        known = {f.name for f in fields(self)}
+        """A copy with ``changes`` applied and recorded as given; ``None`` values mean "not given"
+        and are ignored."""
+        known = {f.name for f in option_fields()}
         unknown = sorted(set(changes) - known)
         if unknown:
             raise TilepipeError(f"unknown option(s): {', '.join(unknown)}")
         given = {k: _coerce(k, v) for k, v in changes.items() if v is not None}
-        return replace(self, **given)
+        return replace(self, **given, given=self.given | set(given))
 
     def to_json(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in option_fields()}
+
+
+def option_fields() -> tuple:
+    """The fields of :class:`RunOptions` that are options (all but ``given``)."""
+    return tuple(f for f in fields(RunOptions) if f.name != "given")
 
 
 def _coerce(name: str, value):
@@ -102,16 +129,11 @@ def resolve_settings(config=None, options: RunOptions | None = None, **overrides
     The card is ``model_card`` when given, else a card beside the checkpoint (same stem)."""
     from .model.card import apply_card, find_card, load_card
 
-    defaults = RunOptions()
-    file_data = _config_data(config)
-    resolved = _with_file(defaults, file_data, config)
-    origins = {f.name: "default" for f in fields(RunOptions)} | {k: "config" for k, v in file_data.items() if v is not None}
-    if options is not None:
-        given = {k: v for k, v in options.to_json().items() if v != defaults.to_json()[k]}
-        resolved = resolved.updated(**given)
-        origins |= {k: "flag" for k in given}
-    resolved = resolved.updated(**overrides)
-    origins |= {k: "flag" for k, v in overrides.items() if v is not None}
+    from_file = load_options(config)
+    flags = (options or RunOptions()).updated(**overrides)
+    resolved = from_file.updated(**{k: getattr(flags, k) for k in flags.given})
+    origins = ({k: "default" for k in resolved.to_json()} | {k: "config" for k in from_file.given}
+               | {k: "flag" for k in flags.given})
     card_path = find_card(resolved.model_card, str(resolved.weights))
     card_file = load_card(card_path) if card_path else None
     resolved, origins = apply_card(resolved, origins, card_file)

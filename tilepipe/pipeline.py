@@ -127,13 +127,13 @@ def prepare(input: str, output: str, options: RunOptions, run_id: str = "", load
     return Prepared(options, source, card, engine, plan, context, settings.origins, settings.card_file)
 
 
-def plan(input: str, config=None, compare: bool = False, *, preview: str | None = None,
-         preview_size: int = PREVIEW_SIZE, **overrides) -> dict:
+def plan(input: str, config=None, compare: bool = False, *, options: RunOptions | None = None,
+         preview: str | None = None, preview_size: int = PREVIEW_SIZE, **overrides) -> dict:
     """A dry run: the plan's figures and an estimate of peak memory, without loading weights or
-    running the model. With ``compare``, the cost of every architecture and output stride on this
-    scene and plan (counted on the meta device). ``preview``: also draw the plan over a thumbnail
-    of the input to this PNG."""
-    settings = resolve_settings(config, **overrides)
+    running the model. Options resolve as for :func:`run`. With ``compare``, the cost of every
+    architecture and output stride on this scene and plan (counted on the meta device).
+    ``preview``: also draw the plan over a thumbnail of the input to this PNG."""
+    settings = resolve_settings(config, options, **overrides)
     options = settings.options
     _, source, model_spec, _ = _open(input, options, settings.card_file)
     model = model_card(model_spec)
