@@ -21,7 +21,8 @@ from tilepipe.cli import main
 from tilepipe.errors import TilepipeError
 from tilepipe.exporters import cog, export
 from tilepipe.exporters.colors import ALPHA, PALETTE
-from tilepipe.grid import Plan, TileGrid
+from tilepipe.grid import TileGrid
+from tilepipe.partition import Plan
 from tilepipe.sink import MaskStore
 
 SCENES = {"rgb": "RGB.byte.tif", "landsat": "LC08_L1TP_224077_20200518_20200518_01_RT_B2_60m.TIF"}

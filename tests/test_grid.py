@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tilepipe.errors import TilepipeError
-from tilepipe.grid import Plan, TileGrid, Window, axis_tile_starts
+from tilepipe.grid import TileGrid, Window, axis_tile_starts
+from tilepipe.partition import Plan
 
 
 @st.composite

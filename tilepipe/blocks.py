@@ -22,7 +22,8 @@ from functools import lru_cache
 from typing import Callable
 
 from .engine import EngineOptions, cached_engine
-from .grid import Plan, Unit
+from .grid import Unit
+from .partition import Plan
 from .model import ModelSpec
 from .sink import MaskStore
 from .sizing import reader_threads

@@ -26,10 +26,11 @@ from .blocks import RunContext
 from .config import RunOptions, Settings, resolve_settings
 from .engine import EngineOptions, cached_engine, resolve_device
 from .errors import TilepipeError
-from .grid import Plan, TileGrid
+from .grid import TileGrid
 from .lease import Lease
 from .model import CardFile, ModelCard, ModelSpec, model_card
 from .model.compare import compare_architectures
+from .partition import Plan
 from .report.progress import Progress
 from .pyramid import build_pyramid
 from .report.preview import PREVIEW_SIZE, write_preview

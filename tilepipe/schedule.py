@@ -1,4 +1,4 @@
-"""Turning the plan into Dask tasks (units of strips, see :mod:`tilepipe.grid`) and running them.
+"""Turning the plan into Dask tasks (units of strips, see :mod:`tilepipe.partition`) and running them.
 
 * in-process (default): Dask's threaded scheduler runs ``workers`` block tasks at once, so reading
   and writing of some blocks overlaps the forward pass of another while the one model (loaded

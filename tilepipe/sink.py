@@ -32,7 +32,8 @@ import numpy as np
 import zarr
 
 from .errors import TilepipeError, first_line
-from .grid import Block, Plan
+from .grid import Block
+from .partition import Plan
 
 STORE_FORMAT = "tilepipe-mask/1"
 NO_LABEL = 255

@@ -1,6 +1,6 @@
 """A task's units as one stream of tiles: read a few tile rows at a time, batch, blend, write.
 
-A unit (a run of blocks of one strip, see :mod:`tilepipe.grid`) is read a few lattice tile rows
+A unit (a run of blocks of one strip, see :mod:`tilepipe.partition`) is read a few lattice tile rows
 at a time (one windowed read, ahead of need, in the reader pool); the tiles of all the task's
 units form one stream cut into batches of the engine's batch size, so slices of a stack share
 forward passes. Tiles are blended in lattice order into the unit's open rows; once a tile row is
@@ -22,7 +22,8 @@ from typing import Callable
 import numpy as np
 
 from .errors import TilepipeError, first_line
-from .grid import Plan, Unit, Window
+from .grid import Unit, Window
+from .partition import Plan
 from .sink import MaskStore
 from .stitch import StripStitcher
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import torch
 
 from ..errors import TilepipeError
-from ..grid import Plan, TileGrid
+from ..grid import TileGrid
+from ..partition import Plan
 from .architectures import NETWORKS, REGISTRY
 from .costs import PUBLISHED_SIDE, count_macs, published_check
 

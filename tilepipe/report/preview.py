@@ -26,7 +26,8 @@ import rasterio
 from PIL import Image, ImageDraw, ImageFont
 
 from ..exporters.cog import staged_output
-from ..grid import Block, Plan, Window
+from ..grid import Block, Window
+from ..partition import Plan
 from ..sources import open_source
 
 PREVIEW_SIZE = 1024
