@@ -19,12 +19,12 @@ import torch
 from rasterio.windows import Window as RioWindow
 
 from measure import Phase, print_tilepipe, rounded, run_kwargs, run_tilepipe
-from tilepipe.blocks import tile_pixels
 from tilepipe.grid import TileGrid, Window
 from tilepipe.partition import Plan
 from tilepipe.sink import NO_LABEL, MaskStore
 from tilepipe.sources import SourceSpec, open_source
 from tilepipe.sources.geotiff import GeoTiffSource
+from tilepipe.stream import tile_pixels
 
 HOST_TARGET_MPS = 30.0
 

@@ -18,7 +18,7 @@ import torch
 
 import tilepipe
 from _common import maxrss_bytes
-from tilepipe.engine import PRECISIONS, resolve_device
+from tilepipe.device import PRECISIONS, resolve_device
 
 MB = 1e6
 

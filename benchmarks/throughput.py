@@ -37,7 +37,7 @@ from measure import process_peak_rss  # noqa: E402
 from side_by_side import compare, stride_table  # noqa: E402
 from stride_tradeoff import stride_tradeoff  # noqa: E402
 from tilepipe.config import RunOptions  # noqa: E402
-from tilepipe.engine import cpu_name, resolve_device  # noqa: E402
+from tilepipe.device import cpu_name, resolve_device  # noqa: E402
 from tilepipe.model import architecture  # noqa: E402
 
 SKIPPABLE = ("ceiling", "naive", "monai")

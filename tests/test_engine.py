@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from tilepipe.engine import Engine, EngineOptions, device_peak_tflops
+from tilepipe.device import device_peak_tflops
+from tilepipe.engine import Engine, EngineOptions
 from tilepipe.errors import TilepipeError
 from tilepipe.model import ModelSpec, load_model
 

@@ -278,3 +278,26 @@ def test_a_lease_taken_over_is_neither_renewed_nor_removed_by_its_old_holder(tmp
     finally:
         mine.release()
     assert json.loads(path.read_text()) == usurper
+
+
+@pytest.mark.parametrize("setting", [False, True])
+def test_a_run_leaves_cudnn_autotuning_as_it_found_it(image, tmp_path, setting, monkeypatch):
+    """``torch.backends.cudnn.benchmark`` is process-wide: a run switches it on around its forward
+    passes only (on every device, so a CPU checks the code CUDA runs) and leaves the caller's value."""
+    import torch
+    from torch.nn.modules.module import register_module_forward_pre_hook
+
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", setting)
+    during = []  # the engine's passes; the summary's cost counting runs the network on the meta device
+
+    def spy(module, args):
+        if args[0].device.type != "meta":
+            during.append(torch.backends.cudnn.benchmark)
+
+    hook = register_module_forward_pre_hook(spy)
+    try:
+        tilepipe.run(image, tmp_path / f"{setting}.zarr", **STANDIN)
+    finally:
+        hook.remove()
+    assert during and all(during)
+    assert torch.backends.cudnn.benchmark is setting

@@ -28,7 +28,7 @@ from .model import ModelSpec
 from .sink import MaskStore
 from .sizing import reader_threads
 from .sources import SourceSpec, open_source
-from .stream import TaskStream, error_line, tile_inputs, tile_pixels  # noqa: F401 - the benchmarks cut tiles with these
+from .stream import TaskStream, error_line
 
 STAGES = ("read", "preprocess", "forward", "stitch", "write")
 

@@ -1,10 +1,11 @@
-"""Where a batch of tiles runs through the network.
+"""Where a batch of tiles runs through the network. Which device and precision: :mod:`tilepipe.device`.
 
 One :class:`Engine` per process wraps the loaded model on its device. Forward passes are
 serialised by a lock: several block tasks may prepare tiles and write chunks at once, but only
 one batch occupies the device (or the CPU's cores) at a time, which is what keeps a big model's
 memory bounded and its kernels saturated. The engine always uses the channels_last memory format
-and inference mode; on CUDA it adds bf16/fp16 autocast, cuDNN autotuning, pinned host memory and
+and inference mode; on CUDA it adds bf16/fp16 autocast, cuDNN autotuning (switched on around each
+forward pass and back after it, :func:`tilepipe.device.cudnn_autotuning`), pinned host memory and
 non-blocking copies, and runs the network on a compute stream of its own: uploads (side stream)
 and blending (the caller's stream) overlap it, and its time is read from CUDA events rather than
 by synchronising the device (``forward_timing.py``).
@@ -21,28 +22,10 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from .device import PRECISIONS, cpu_name, cudnn_autotuning, device_peak_tflops, resolve_device, resolve_precision
 from .errors import TilepipeError
 from .forward_timing import DeviceBusyClock, ForwardTimer
 from .model import LoadedModel, ModelSpec, cached_model
-
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-PEAK_TFLOPS = (
-    # (name fragment, dense bf16/fp16 tensor-core peak, fp32 peak), from NVIDIA's datasheets;
-    # the first fragment found in torch.cuda.get_device_name() wins, so specific names come first.
-    ("H100 PCIe", 756.0, 51.2), ("H100 NVL", 835.0, 60.0), ("H100", 989.4, 66.9), ("H200", 989.4, 66.9),
-    ("A100", 312.0, 19.5), ("L40S", 362.1, 91.6), ("L4", 121.0, 30.3), ("A10", 125.0, 31.2),
-    ("V100", 125.0, 15.7), ("T4", 65.0, 8.1),
-)
-
-
-def device_peak_tflops(device_name: str, precision: str) -> float | None:
-    """The device's dense peak for this precision, or None when unknown (and on CPUs)."""
-    for fragment, half, single in PEAK_TFLOPS:
-        if fragment in device_name:
-            return single if precision == "fp32" else half
-    return None
-
 
 @dataclass(frozen=True)
 class EngineOptions:
@@ -67,30 +50,6 @@ class DeviceBatch:
     """``(low, span)`` on the device when ``images`` holds raw source values, else None."""
     clip: bool = True
     """Clip scaled values to [0, 1] (False for a model card's mean/std scaling)."""
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise TilepipeError(f"--device {name!r}: expected auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise TilepipeError(f"--device {name}: CUDA is not available on this machine (torch {torch.__version__})")
-    return device
-
-
-def resolve_precision(name: str, device: torch.device) -> str:
-    if name == "auto":
-        if device.type == "cuda":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return "fp32"
-    if name not in PRECISIONS:
-        raise TilepipeError(f"--precision {name!r}: choose auto, fp32, bf16 or fp16")
-    if name == "fp16" and device.type != "cuda":
-        raise TilepipeError("--precision fp16 needs a CUDA device; use fp32 or bf16 on the CPU")
-    return name
 
 
 class Engine:
@@ -123,7 +82,6 @@ class Engine:
         # channels_last (NHWC) suits both cuDNN's tensor-core kernels and oneDNN's CPU convolutions
         module = model.module.to(self.device).to(memory_format=torch.channels_last)
         if self.cuda:
-            torch.backends.cudnn.benchmark = True
             self.copy_stream = torch.cuda.Stream(self.device)
             self.compute_stream = torch.cuda.Stream(self.device)
             self.tactics.update(cudnn_benchmark=True, pinned_memory=True, non_blocking_copies=True,
@@ -206,7 +164,8 @@ class Engine:
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = PRECISIONS[self.precision]
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+        with cudnn_autotuning(), torch.inference_mode(), \
+                torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
             return self.module(x.contiguous(memory_format=torch.channels_last))["out"]
 
     def predict(self, batch: DeviceBatch) -> tuple[torch.Tensor, ForwardTimer]:
@@ -281,19 +240,6 @@ class Engine:
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or "cpu"
 
 
 @lru_cache(maxsize=2)

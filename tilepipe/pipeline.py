@@ -12,19 +12,15 @@ keys the per-process caches of store handles and sources, so a later run in the 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import time
 import uuid
 from dataclasses import dataclass, field, replace
 
-import numpy as np
-
 from .blocks import RunContext
 from .config import RunOptions, Settings, resolve_settings
-from .engine import EngineOptions, cached_engine, resolve_device
+from .engine import EngineOptions, cached_engine
 from .errors import TilepipeError
 from .grid import TileGrid
 from .lease import Lease
@@ -35,8 +31,9 @@ from .report.progress import Progress
 from .pyramid import build_pyramid
 from .report.preview import PREVIEW_SIZE, write_preview
 from .report.timeline import write_timeline
+from .resume import fingerprint, open_for_resume
 from .schedule import Scheduling, runner
-from .sizing import default_workers
+from .sizing import estimate_peak_memory, resolved_workers
 from .sink import NO_LABEL, MaskStore, check_output, remove_output
 from .sources import SourceSpec, open_source
 from .sources.geotiff import bounded_gdal_cache
@@ -168,97 +165,9 @@ def plan(input: str, config=None, compare: bool = False, *, options: RunOptions 
     }
 
 
-RUNTIME_BYTES = 800 * 2**20
-"""Resident size of Python with torch, torchvision, rasterio, zarr and dask imported (measured:
-774 MB with the CUDA build of torch 2.15 on Linux x86-64)."""
-
-
-def estimate_peak_memory(p: Plan, source, options: RunOptions, num_classes: int, parameters: int) -> float:
-    """Bytes, roughly: the runtime, the model weights, plus per concurrent task its reads in flight
-    (a few tile rows of a strip each), its open rows (``classes x tile height x strip width`` float32, with the weights),
-    the final rows of one block, its batches, plus one batch of network activations.
-
-    The activation figure (about 60 float32 values per tile pixel for DeepLabV3-ResNet101 at
-    stride 8, 3 for the stand-in) is an empirical allowance, not an exact count."""
-    from .stream import PREFETCH, READ_AHEAD, STITCH_BEHIND, rows_per_read
-
-    unit = p.unit(0 if p.depth else None, 0, 0, p.bands)
-    stride = p.grid.tile_size - p.grid.overlap
-    read_rows = min(unit.core.height + p.tile_height, p.tile_height + (rows_per_read(p, source) - 1) * stride)
-    row_read = read_rows * unit.row_window(unit.tile_rows[0]).width
-    bands, itemsize = len(source.bands), np.dtype(source.dtype).itemsize
-    tile_px = p.tile_height * p.tile_width
-    batch = 4 if options.batch_size == "auto" else options.batch_size  # auto sizes itself to the free GPU memory
-    strip = min(p.strip_width, p.width)
-    open_rows = (num_classes + 1) * p.tile_height * strip * 4
-    block_rows = p.chunk_size * strip * (2 + (num_classes if options.probabilities else 0))
-    # batches being cut and uploaded, and probabilities queued in the stitch lane
-    batches = (PREFETCH + 1) * batch * tile_px * (3 * 4 + 1) + (STITCH_BEHIND + 1) * batch * num_classes * tile_px * 4
-    per_task = (READ_AHEAD + 2) * row_read * (bands * itemsize + 1) + open_rows + block_rows + batches
-    output_stride = p.grid.output_stride
-    activations_per_px = 3 if options.model == "standin" else 60 * (8 / output_stride) ** 0.5
-    activations = batch * tile_px * activations_per_px * 4
-    workers = resolved_workers(options)
-    return RUNTIME_BYTES + parameters * 4 + workers * per_task + activations
-
-
-def resolved_workers(options: RunOptions) -> int:
-    """``--workers auto``: the rule of :mod:`tilepipe.sizing` for the device this run will use."""
-    if options.workers != "auto":
-        return options.workers
-    return default_workers(resolve_device(options.device).type)
-
-
 def _location(path: str) -> str:
     """Workers resolve paths against their own working directory: make local paths absolute."""
     return path if "://" in path else os.path.abspath(os.path.expanduser(path))
-
-
-def fingerprint(prepared: Prepared, engine_kind: dict) -> dict:
-    """What must match for ``--resume`` to reuse a store's finished blocks: everything that can
-    change a pixel. The input (identity, size, bands, scaling and geometry), the plan, the model,
-    and the engine's resolved precision and device type (``engine_kind``, as the workers resolve
-    ``auto``): bf16 and fp32, or a GPU's and a CPU's kernels, give different probabilities. The
-    number of workers, the batch size and which GPU ran may change between the two runs."""
-    source, p, model = prepared.source, prepared.plan, prepared.model
-    described = source.describe()
-    geometry = json.dumps(source.geometry(), sort_keys=True, default=str)
-    return json.loads(json.dumps({
-        "input": {k: described.get(k) for k in ("path", "format", "height", "width", "depth", "bands_used", "dtype",
-                                                "scaling")},
-        "geometry_sha256": hashlib.sha256(geometry.encode()).hexdigest(),
-        "plan": {"tile": [p.tile_height, p.tile_width], "overlap": p.grid.overlap, "output_stride": p.grid.output_stride,
-                 "chunk_size": p.chunk_size, "block_size": p.block_size, "blending": prepared.options.blending,
-                 "probabilities": prepared.options.probabilities},
-        "model": {"architecture": model.spec.architecture, "weights": model.weights_identity,
-                  "num_classes": model.num_classes},
-        "engine": engine_kind,
-    }, default=str))
-
-
-def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
-    keys = sorted(set(old) | set(new))
-    out = []
-    for k in keys:
-        a, b = old.get(k), new.get(k)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _differences(a, b, f"{prefix}{k}.")
-        elif a != b:
-            out.append(f"{prefix}{k} ({a!r} then, {b!r} now)")
-    return out
-
-
-def _open_for_resume(output: str, expected: dict, run_id: str) -> MaskStore:
-    try:
-        store = MaskStore.open(output, mode="r+")
-    except TilepipeError:
-        raise TilepipeError(f"{output}: nothing to resume (no tilepipe store there); run without --resume") from None
-    changed = _differences(store.info.get("fingerprint", {}), expected)
-    if changed:
-        raise TilepipeError(f"{output}: cannot resume, the store was made with a different "
-                            f"{'; '.join(changed[:3])}; the store is left untouched")
-    store.claim(run_id)
-    return store
 
 
 def run(input: str, output: str, options: RunOptions | None = None, *, config=None,
@@ -299,7 +208,7 @@ def _run_leased(input: str, output: str, settings: Settings, scheduling: Schedul
     with runner(scheduling) as blocks_runner:
         expected = fingerprint(prepared, blocks_runner.engine_kind(prepared.context.engine))
         if options.resume:
-            store = _open_for_resume(output, expected, run_id)
+            store = open_for_resume(output, expected, run_id)
             done = store.done_blocks()
             todo = [b.index for b in p.blocks() if not done[b.index]]
         else:

@@ -31,7 +31,8 @@ from typing import Callable
 import dask
 
 from .blocks import BlockReport, RunContext, block_listener, process_task
-from .engine import EngineOptions, resolve_device, resolve_precision
+from .device import resolve_device, resolve_precision
+from .engine import EngineOptions
 from .errors import TilepipeError
 from .grid import Unit
 from .sources.geotiff import GDAL_CACHE_MB

@@ -1,0 +1,97 @@
+"""The device a run computes on: which one, at which precision, what it can do, and the one
+process-wide torch switch the engine needs (cuDNN autotuning), held only around a forward pass.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+
+import torch
+
+from .errors import TilepipeError
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+PEAK_TFLOPS = (
+    # (name fragment, dense bf16/fp16 tensor-core peak, fp32 peak), from NVIDIA's datasheets;
+    # the first fragment found in torch.cuda.get_device_name() wins, so specific names come first.
+    ("H100 PCIe", 756.0, 51.2), ("H100 NVL", 835.0, 60.0), ("H100", 989.4, 66.9), ("H200", 989.4, 66.9),
+    ("A100", 312.0, 19.5), ("L40S", 362.1, 91.6), ("L4", 121.0, 30.3), ("A10", 125.0, 31.2),
+    ("V100", 125.0, 15.7), ("T4", 65.0, 8.1),
+)
+
+
+def device_peak_tflops(device_name: str, precision: str) -> float | None:
+    """The device's dense peak for this precision, or None when unknown (and on CPUs)."""
+    for fragment, half, single in PEAK_TFLOPS:
+        if fragment in device_name:
+            return single if precision == "fp32" else half
+    return None
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise TilepipeError(f"--device {name!r}: expected auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise TilepipeError(f"--device {name}: CUDA is not available on this machine (torch {torch.__version__})")
+    return device
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    if name == "auto":
+        if device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "fp32"
+    if name not in PRECISIONS:
+        raise TilepipeError(f"--precision {name!r}: choose auto, fp32, bf16 or fp16")
+    if name == "fp16" and device.type != "cuda":
+        raise TilepipeError("--precision fp16 needs a CUDA device; use fp32 or bf16 on the CPU")
+    return name
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "cpu"
+
+
+_autotuning_lock = threading.Lock()
+_autotuning_users = 0
+_autotuning_saved = False
+
+
+@contextmanager
+def cudnn_autotuning():
+    """cuDNN's autotuner (``torch.backends.cudnn.benchmark``) on inside, the process's own setting
+    back after: the flag is process-wide, and a library that sets it for good changes its host's
+    convolutions. The first scope in saves the setting and the last one out restores it, so the
+    scopes of engines running side by side in one process never switch it off under each other.
+
+    Not ``torch.backends.cudnn.flags(benchmark=True)``: that also sets every other cuDNN flag to
+    its own defaults, ``enabled=False`` among them. CPU kernels ignore the flag; the engine enters
+    this scope on every device, so the CPU runs the same code path that CUDA does."""
+    global _autotuning_users, _autotuning_saved
+    with _autotuning_lock:
+        if _autotuning_users == 0:
+            _autotuning_saved = torch.backends.cudnn.benchmark
+            torch.backends.cudnn.benchmark = True
+        _autotuning_users += 1
+    try:
+        yield
+    finally:
+        with _autotuning_lock:
+            _autotuning_users -= 1
+            if _autotuning_users == 0:
+                torch.backends.cudnn.benchmark = _autotuning_saved
