@@ -146,7 +146,7 @@ def run_child(**run_kwargs) -> dict:
 def announce() -> tuple[str, dict[str, str]]:
     """Print and return the exact command line and the library versions: every result is
     recorded with both."""
-    from tilepipe.report.summary import library_versions  # imports torch: only once a benchmark runs
+    from tilepipe.report.figures import library_versions  # imports torch: only once a benchmark runs
 
     command = shlex.join([sys.executable, *sys.argv])
     versions = library_versions()

@@ -25,7 +25,7 @@ import tilepipe
 import tilepipe.schedule as schedule
 from tilepipe import lease
 from tilepipe.blocks import BlockReport
-from tilepipe.report.summary import engine_as_run
+from tilepipe.report.figures import engine_as_run
 
 from tests.conftest import smooth_image, write_geotiff
 

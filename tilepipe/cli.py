@@ -211,7 +211,7 @@ def _compare_table(rows: list[dict]) -> str:
 def summary(store, as_json):
     """Show the run summary saved in STORE."""
     from .sink import MaskStore
-    from .report.summary import render_markdown
+    from .report.markdown import render_markdown
 
     data = MaskStore.open(store).summary
     click.echo(json.dumps(data, indent=2) if as_json else render_markdown(data))
