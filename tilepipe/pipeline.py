@@ -27,19 +27,19 @@ from .lease import Lease
 from .model import CardFile, ModelCard, ModelSpec, model_card
 from .model.compare import compare_architectures
 from .partition import Plan
-from .report.progress import Progress
 from .pyramid import build_pyramid
 from .report.preview import PREVIEW_SIZE, write_preview
+from .report.progress import Progress
+from .report.summary import Summary, build_summary
 from .report.timeline import write_timeline
 from .resume import fingerprint, open_for_resume
 from .schedule import Scheduling, runner
-from .sizing import estimate_peak_memory, resolved_workers
 from .sink import NO_LABEL, MaskStore, check_output, remove_output
+from .sizing import estimate_peak_memory, resolved_workers
 from .sources import SourceSpec, open_source
 from .sources.geotiff import bounded_gdal_cache
 from .sources.scaling import ScalingRequest
 from .stitch import BLENDING_MODES
-from .report.summary import Summary, build_summary
 
 log = logging.getLogger("tilepipe")
 

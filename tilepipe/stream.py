@@ -5,7 +5,8 @@ at a time (one windowed read, ahead of need, in the reader pool); the tiles of a
 units form one stream cut into batches of the engine's batch size, so slices of a stack share
 forward passes. Tiles are blended in lattice order into the unit's open rows; once a tile row is
 in, the rows above the next one are final, and each block is written, then recorded, as soon as
-its last row is: a crash loses the blocks in progress only.
+its last row is: a crash loses the blocks in progress only. Tiles are cut along :mod:`tilepipe.grid`,
+batches run in :mod:`tilepipe.engine`, blending is :mod:`tilepipe.stitch`, chunks are written by :mod:`tilepipe.sink`.
 """
 
 from __future__ import annotations
