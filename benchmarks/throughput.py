@@ -36,9 +36,9 @@ from host_side import host_only  # noqa: E402
 from measure import process_peak_rss  # noqa: E402
 from side_by_side import compare, stride_table  # noqa: E402
 from stride_tradeoff import stride_tradeoff  # noqa: E402
-from tilepipe.config import RunOptions  # noqa: E402
 from tilepipe.device import cpu_name, resolve_device  # noqa: E402
 from tilepipe.model import architecture  # noqa: E402
+from tilepipe.options import RunOptions  # noqa: E402
 
 SKIPPABLE = ("ceiling", "naive", "monai")
 

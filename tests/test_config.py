@@ -5,14 +5,19 @@ written in each test."""
 
 from __future__ import annotations
 
+import json
 import pickle
 from dataclasses import replace
+from pathlib import Path
 
+import pytest
 import yaml
+from click.testing import CliRunner
 
 import tilepipe
 from tests.conftest import smooth_image, write_geotiff
-from tilepipe.config import resolve_settings
+from tilepipe.cli import main
+from tilepipe.config import load_options, resolve_settings
 
 STANDIN = dict(model="standin", weights="none")
 
@@ -66,6 +71,71 @@ def test_run_takes_options_equal_to_the_default_over_the_config_file(tmp_path):
     options = tilepipe.RunOptions(tile_size=512, workers=1, **STANDIN)
     summary = tilepipe.run(str(image), str(tmp_path / "m.zarr"), options, config=str(config))
     assert summary["settings"]["tile_size"] == {"value": 512, "from": "flag"}
+
+
+def test_a_flag_equal_to_the_default_overrides_the_config_file(tmp_path):
+    image = write_geotiff(tmp_path / "a.tif", smooth_image(600, 700))
+    config = config_file(tmp_path, "tile-size: 256\n")
+    args = ["plan", str(image), "--config", str(config), "--model", "standin", "--weights", "none", "--json"]
+    assert json.loads(CliRunner().invoke(main, args).output)["tile"] == [256, 256]
+    assert json.loads(CliRunner().invoke(main, [*args, "--tile-size", "512"]).output)["tile"] == [512, 512]
+
+
+def test_a_config_file_with_an_unknown_key_is_one_line_naming_the_file_and_the_key(tmp_path):
+    config = config_file(tmp_path, "tile-size: 256\ntile_sise: 512\n")
+    with pytest.raises(tilepipe.TilepipeError) as err:
+        resolve_settings(config)
+    assert str(config) in str(err.value) and "tile_sise" in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("text, fragments", [
+    ("blending: soft\n", ("blending soft", "gaussian, crop")),
+    ("precision: fp64\n", ("precision fp64", "auto, fp32, bf16, fp16")),
+    ("output-stride: 32\n", ("output-stride 32", "8, 16")),
+    ("tile_size: big\n", ("tile_size big", "a positive integer")),
+    ("overlap: -8\n", ("overlap -8", "an integer >= 0")),
+    ("batch-size: 0\n", ("batch-size 0", "a positive integer or auto")),
+    ("percentiles: [98, 2]\n", ("percentiles [98, 2]", "0 <= LOW < HIGH <= 100")),
+    ("bands: [3, x]\n", ("bands [3, 'x']", "band numbers")),
+    ("compile: maybe\n", ("compile maybe", "true or false")),
+])
+def test_a_bad_value_in_a_config_file_is_one_line_naming_the_file_the_key_and_what_it_accepts(tmp_path, text,
+                                                                                               fragments):
+    config = config_file(tmp_path, text)
+    with pytest.raises(tilepipe.TilepipeError) as err:
+        load_options(config)
+    message = str(err.value)
+    assert message.startswith(f"{config}: ") and "\n" not in message
+    for fragment in fragments:
+        assert fragment in message
+
+
+def test_the_command_line_says_the_same_about_a_bad_value_in_its_config_file(tmp_path):
+    image = write_geotiff(tmp_path / "a.tif", smooth_image(64, 64))
+    config = config_file(tmp_path, "blending: soft\n")
+    result = CliRunner().invoke(main, ["plan", str(image), "--config", str(config)])
+    assert result.exit_code != 0
+    assert result.output.strip() == f"Error: {config}: blending soft: expected one of gaussian, crop"
+
+
+def test_config_values_are_read_as_the_declaration_says(tmp_path):
+    config = config_file(tmp_path, "bands: 3,2,1\npercentiles: [1, 99]\nclass-names: [a, b]\noutput-stride: 16\n"
+                                   "blending: crop\nbatch-size: auto\nworkers: 2\nscaling: null\n")
+    options = load_options(config)
+    assert (options.bands, options.percentiles, options.class_names) == ((3, 2, 1), (1.0, 99.0), ("a", "b"))
+    assert (options.output_stride, options.blending, options.batch_size, options.workers) == (16, "crop", "auto", 2)
+    assert options.scaling == "auto" and options.given == {"bands", "percentiles", "class_names", "output_stride",
+                                                            "blending", "batch_size", "workers"}
+    stored = json.loads(json.dumps(options.to_json()))  # what the store's attributes hold: plain values
+    assert stored["blending"] == "crop" and type(options.to_json()["blending"]) is str
+    assert stored["output_stride"] == 16 and type(options.to_json()["output_stride"]) is int
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_every_shipped_config_file_loads(path):
+    written = {str(k).replace("-", "_") for k, v in yaml.safe_load(path.read_text()).items() if v is not None}
+    assert load_options(path).given == written
 
 
 def test_options_record_the_names_given():

@@ -1,6 +1,7 @@
-"""Every run option is declared once, in :class:`tilepipe.RunOptions`; the places that repeat it for
-users (the README's options table, ``configs/satellite.yaml``, the command line) must not drift
-from that declaration. Each check reads the other place as a user would, not through tilepipe."""
+"""Every run option is declared once, in :mod:`tilepipe.options`; the places that repeat it for
+users (the README's options table, ``configs/satellite.yaml``, the command line and its help) must
+not drift from that declaration. Each check reads the other place as a user would (the README's
+markdown, the YAML text, ``--help``), not through tilepipe's own readers, and lists what drifted."""
 
 from __future__ import annotations
 
@@ -8,55 +9,110 @@ import re
 from pathlib import Path
 
 import yaml
+from click.testing import CliRunner
 
-import tilepipe
 from tilepipe.cli import main
-from tilepipe.config import option_fields
+from tilepipe.options import OPTIONS
 
 ROOT = Path(__file__).resolve().parents[1]
-DECLARED = {f.name: f.default for f in option_fields()}
-CLI_ONLY = {"explain", "config"}
-"""Flags of ``tilepipe run`` that are about the command, not the run: no option behind them."""
+CLI_ONLY = {"run": {"config", "explain", "output", "quiet", "verbose", "log_file"},
+            "plan": {"config", "as_json", "compare", "preview", "preview_size"}}
+"""Flags that are about the command, not the run: no option behind them."""
+README_ONLY = {"explain"}
+"""Rows of the README's table for flags of the command (``CLI_ONLY``)."""
 
 
-def readme_options_table(text: str) -> set[str]:
-    """Option names (``--tile-size`` -> ``tile_size``) in the first column of the README's table."""
+def readme_rows(text: str) -> dict[str, list[str]]:
+    """The README's options table: option name (``--tile-size`` -> ``tile_size``) -> its cells
+    (flag, default, meaning), backticks dropped."""
     section = text.split("\n### Options\n", 1)[1].split("\n### ", 1)[0]
-    rows = [line for line in section.splitlines() if line.startswith("| `--")]
-    return {name.replace("-", "_") for row in rows for name in re.findall(r"`--([a-z-]+)`", row.split("|")[1])}
+    rows = {}
+    for line in section.splitlines():
+        if line.startswith("| `--"):
+            cells = [cell.strip().replace("`", "") for cell in line.strip("|").split("|")]
+            for name in re.findall(r"--([a-z-]+)", cells[0]):
+                rows[name.replace("-", "_")] = cells
+    return rows
 
 
-def yaml_options(text: str) -> dict:
-    return {str(k).replace("-", "_"): v for k, v in yaml.safe_load(text).items()}
+def readme_drift(text: str) -> list[str]:
+    rows = readme_rows(text)
+    problems = [f"README: no row for {OPTIONS[n].flag}" for n in OPTIONS.keys() - rows.keys()]
+    problems += [f"README: a row for --{n}, which is not an option" for n in rows.keys() - OPTIONS.keys() - README_ONLY]
+    for name in OPTIONS.keys() & rows.keys():
+        option, (_, default, meaning) = OPTIONS[name], rows[name]
+        if default != option.shown_default:
+            problems.append(f"README: {option.flag} default {default!r}, declared {option.shown_default!r}")
+        problems += [f"README: {option.flag} does not mention {c!r}" for c in option.parser.choices
+                     if not re.search(rf"\b{re.escape(c)}\b", meaning)]
+    return problems
 
 
-def cli_options() -> set[str]:
-    run = main.commands["run"]
-    return {p.name for p in run.params if p.param_type_name == "option"} - {"output", "quiet", "verbose", "log_file"}
+def satellite_drift(text: str) -> list[str]:
+    """``configs/satellite.yaml`` sets every option, by its config key, to its default, and the
+    comment beside an option with choices names them all."""
+    values = yaml.safe_load(text)
+    keys = {option.key: option for option in OPTIONS.values()}
+    problems = [f"satellite.yaml: no key {k}" for k in keys.keys() - values.keys()]
+    problems += [f"satellite.yaml: key {k} is not an option" for k in values.keys() - keys.keys()]
+    for key in keys.keys() & values.keys():
+        option, value = keys[key], values[key]
+        if (option.default if value is None else option.read(value)) != option.default:
+            problems.append(f"satellite.yaml: {key}: {value!r}, declared default {option.default!r}")
+        line = next(line for line in text.splitlines() if line.startswith(f"{key}:"))
+        problems += [f"satellite.yaml: {key}'s comment does not name {c!r}" for c in option.parser.choices
+                     if not re.search(rf"#.*\b{re.escape(c)}\b", line)]
+    return problems
 
 
-def test_the_readme_table_documents_every_option_and_no_other():
-    documented = readme_options_table((ROOT / "README.md").read_text())
-    assert documented - CLI_ONLY == set(DECLARED)
+def flags(command: str) -> set[str]:
+    return {p.name for p in main.commands[command].params if p.param_type_name == "option"} - {"help"}
+
+
+def squeezed(text: str) -> str:
+    """Text without whitespace: click wraps help lines (and breaks after hyphens)."""
+    return "".join(text.split())
+
+
+def test_the_readme_table_matches_the_declaration():
+    assert readme_drift((ROOT / "README.md").read_text()) == []
 
 
 def test_the_satellite_config_holds_every_option_at_its_default():
-    config = yaml_options((ROOT / "configs" / "satellite.yaml").read_text())
-    assert set(config) == set(DECLARED)
-    for name, value in config.items():
-        if value is not None:  # None is "not given" in a config file
-            assert tilepipe.RunOptions().updated(**{name: value}) == tilepipe.RunOptions(), name
+    assert satellite_drift((ROOT / "configs" / "satellite.yaml").read_text()) == []
 
 
-def test_the_command_line_has_a_flag_for_every_option():
-    assert cli_options() - CLI_ONLY == set(DECLARED)
+def test_run_has_a_flag_for_every_option_and_plan_for_every_option_not_only_of_run():
+    assert flags("run") - CLI_ONLY["run"] == set(OPTIONS)
+    assert flags("plan") - CLI_ONLY["plan"] == {n for n, o in OPTIONS.items() if not o.run_only}
+    assert {n for n, o in OPTIONS.items() if o.run_only} == {"probabilities", "overwrite", "resume"}
+
+
+def test_run_help_shows_every_option_its_help_default_and_choices():
+    result = CliRunner().invoke(main, ["run", "--help"])
+    assert result.exit_code == 0
+    text = squeezed(result.output)
+    for option in OPTIONS.values():
+        assert squeezed(option.flag + " ") in text and squeezed(option.help) in text, option.name
+        if option.shown_default and not option.parser.switch:
+            assert squeezed(f"[default: {option.shown_default}]") in text, option.name
+        if option.parser.choices:
+            assert f"[{'|'.join(option.parser.choices)}]" in text, option.name
 
 
 def test_the_checks_fail_when_a_copy_drifts():
-    """The checks above can fail: a README row or a YAML value that drifted is caught."""
+    """The checks above can fail: a README row or default, a YAML key or value that drifted is caught."""
     readme = (ROOT / "README.md").read_text()
-    dropped = readme.replace("| `--overlap` |", "| `--overlapp` |")
-    assert readme_options_table(dropped) - CLI_ONLY != set(DECLARED)
-    config = (ROOT / "configs" / "satellite.yaml").read_text().replace("tile-size: 512", "tile-size: 640")
-    drifted = yaml_options(config)
-    assert tilepipe.RunOptions().updated(tile_size=drifted["tile_size"]) != tilepipe.RunOptions()
+    assert readme_drift(readme.replace("| `--overlap` |", "| `--overlapp` |")) == [
+        "README: no row for --overlap", "README: a row for --overlapp, which is not an option"]
+    assert readme_drift(readme.replace("| `--tile-size` | 512 |", "| `--tile-size` | 640 |")) == [
+        "README: --tile-size default '640', declared '512'"]
+    assert readme_drift(readme.replace("or `crop` (nearest", "or cropped (nearest")) == [
+        "README: --blending does not mention 'crop'"]
+    config = (ROOT / "configs" / "satellite.yaml").read_text()
+    assert satellite_drift(config.replace("tile-size: 512", "tile-size: 640")) == [
+        "satellite.yaml: tile-size: 640, declared default 512"]
+    assert satellite_drift(config.replace("tile-size:", "tile-sise:")) == [
+        "satellite.yaml: no key tile-size", "satellite.yaml: key tile-sise is not an option"]
+    assert satellite_drift(config.replace("# gaussian | crop", "# gaussian")) == [
+        "satellite.yaml: blending's comment does not name 'crop'"]

@@ -15,7 +15,7 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-from .config import RunOptions  # noqa: E402
+from .options import RunOptions  # noqa: E402
 from .errors import TilepipeError  # noqa: E402
 
 __all__ = ["RunOptions", "RunFailed", "TilepipeError", "open", "plan", "run", "__version__"]

@@ -1,6 +1,7 @@
 """The ``tilepipe`` command: a thin click layer over :mod:`tilepipe.pipeline`.
 
-Every run option is a flag here and a key in a ``--config`` YAML file; flags win over the file.
+Every run option is a flag here, made from its declaration (:mod:`tilepipe.options`), and a key
+in a ``--config`` YAML file; flags win over the file.
 A :class:`TilepipeError` becomes one ``Error: ...`` line and a non-zero exit, never a traceback.
 """
 
@@ -16,6 +17,8 @@ import click
 
 from . import __version__
 from .errors import TilepipeError
+from .modes import ExportFormat
+from .options import OPTIONS, Option
 
 
 def _user_errors(func):
@@ -28,45 +31,31 @@ def _user_errors(func):
     return wrapper
 
 
-def run_options(func):
-    """The options shared by ``run`` and ``plan``; all default to None = "from config or default"."""
-    opts = [
-        click.option("--config", "config", type=click.Path(dir_okay=False), help="YAML file of options (see configs/); flags override it."),
-        click.option("--bands", help="Bands to use, 1-based, e.g. 3,2,1 or 2,3,4,8: as many as the model takes. Default: the model card's, else 1,2,3, or 1 for a 1-band image."),
-        click.option("--scaling", help="auto (uint8: full range, others: percentiles), dtype, percentile, LOW,HIGH, or card (the model card's per-band values; the default when the card has them)."),
-        click.option("--percentiles", help="Percentiles for --scaling percentile, e.g. 2,98 (computed from overviews or a sample)."),
-        click.option("--series", help="DICOM: SeriesInstanceUID to read when the folder holds several series."),
-        click.option("--window", help="DICOM: CENTER,WIDTH or a preset (soft-tissue, lung, bone, brain); default: the file's window."),
-        click.option("--level", type=int, help="Whole-slide DICOM: pyramid level (0 = full resolution)."),
-        click.option("--select", help="DICOM 4-D series: keep one volume, KEY=VALUE, e.g. AcquisitionNumber=2 or EchoNumbers=1."),
-        click.option("--tile-size", type=int, help="Tile side in pixels (multiple of the output stride). Default 512."),
-        click.option("--overlap", type=int, help="Overlap between neighbouring tiles in pixels. Default 64."),
-        click.option("--chunk-size", type=int, help="Zarr chunk side in pixels. Default 512."),
-        click.option("--block-size", type=int, help="Widest strip (a task's columns) in pixels, a multiple of --chunk-size. Default 8192."),
-        click.option("--blending", type=click.Choice(["gaussian", "crop"]), help="How overlapping tiles are merged. Default gaussian."),
-        click.option("--model", help="Architecture: deeplabv3_resnet101 (default), deeplabv3_resnet50, deeplabv3_mobilenet_v3_large, fcn_resnet101, fcn_resnet50, lraspp_mobilenet_v3_large; 'standin' is a tiny CNN for I/O tests."),
-        click.option("--weights", help="'default' (torchvision's published weights, downloaded once), a torchvision weights name (COCO_WITH_VOC_LABELS_V1), a checkpoint path, or 'none' (random)."),
-        click.option("--model-card", help="YAML/JSON model card (scaling, classes, colours, stride, tile size, provenance). Default: one beside the checkpoint with the same stem."),
-        click.option("--output-stride", type=click.Choice(["8", "16"]), help="Network output stride; default: what the weights were trained at."),
-        click.option("--num-classes", type=int, help="Classes of the head (for --weights none; checked against a checkpoint)."),
-        click.option("--class-names", help="Comma-separated class names (default: from the weights' metadata)."),
-        click.option("--device", help="auto (CUDA when present), cpu, cuda, cuda:N."),
-        click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), help="auto: bf16 on CUDA, fp32 on CPU."),
-        click.option("--batch-size", help="Tiles per forward pass, or auto (fits the free GPU memory; 4 on a CPU). Default 4."),
-        click.option("--compile/--no-compile", "compile", default=None, help="torch.compile the network (warm-up timed apart)."),
-        click.option("--workers", help="Tasks running at once in this process, or auto (from the CPU count and device). Default auto."),
-        click.option("--cluster", help="local:N starts a Dask LocalCluster of N worker processes for this run."),
-        click.option("--scheduler", help="Address of an existing dask.distributed scheduler, e.g. tcp://host:8786."),
-    ]
-    for opt in reversed(opts):
-        func = opt(func)
-    return func
+def run_options(run: bool):
+    """The options of ``tilepipe run`` (``run``) or ``tilepipe plan``, made from their declaration
+    in :mod:`tilepipe.options`, plus ``--config``. Every flag defaults to None: "not given", so the
+    config file's value, the card's or the default stays."""
+    opts = [click.option("--config", "config", type=click.Path(dir_okay=False),
+                         help="YAML file of options (see configs/); flags override it.")]
+    opts += [option_flag(o) for o in OPTIONS.values() if run or not o.run_only]
+
+    def decorate(func):
+        for opt in reversed(opts):
+            func = opt(func)
+        return func
+    return decorate
 
 
-def _overrides(kwargs: dict) -> dict:
-    if kwargs.get("output_stride") is not None:
-        kwargs["output_stride"] = int(kwargs["output_stride"])
-    return kwargs
+def option_flag(option: Option):
+    """The click option for one declared run option."""
+    shown = option.shown_default
+    help = f"{option.help} [default: {shown}]" if shown and not option.parser.switch else option.help
+    if option.parser.switch:
+        names = f"{option.flag}/--no-{option.key}" if option.negatable else option.flag
+        return click.option(names, option.name, is_flag=True, default=None, help=help)
+    if option.parser.choices:
+        return click.option(option.flag, option.name, type=click.Choice(option.parser.choices), help=help)
+    return click.option(option.flag, option.name, metavar=option.parser.metavar, help=help)
 
 
 class _OneLineErrors(click.Group):
@@ -95,10 +84,7 @@ def main():
 @main.command()
 @click.argument("input", type=str)
 @click.option("-o", "--output", required=True, help="Output Zarr store (path or fsspec URL).")
-@run_options
-@click.option("--probabilities/--no-probabilities", default=None, help="Also store per-class probabilities (uint8, p*255).")
-@click.option("--overwrite", is_flag=True, default=None, help="Replace an existing tilepipe store at OUTPUT.")
-@click.option("--resume", is_flag=True, default=None, help="Finish an interrupted run: only unfinished blocks run.")
+@run_options(run=True)
 @click.option("--explain", is_flag=True, help="Print the full run summary (markdown) after the run.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress and no run line; errors only.")
 @click.option("-v", "--verbose", is_flag=True, help="Log progress and details to stderr (also when not a terminal).")
@@ -113,7 +99,7 @@ def run(input, output, config, explain, quiet, verbose, log_file, **kwargs):
     _configure_logging(quiet, verbose, log_file)
     progress = None if quiet else Progress(every=10.0 if verbose else None)
     try:
-        summary = run_pipeline(input, output, config=config, progress=progress, **_overrides(kwargs))
+        summary = run_pipeline(input, output, config=config, progress=progress, **kwargs)
     except RunFailed as exc:
         if explain:
             click.echo(exc.summary.to_markdown(), err=True)
@@ -155,7 +141,7 @@ def _short(d: dict) -> str:
 
 @main.command()
 @click.argument("input", type=str)
-@run_options
+@run_options(run=False)
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 @click.option("--compare", is_flag=True, help="Also count the cost of every architecture and output stride on this scene (no weights needed).")
 @click.option("--preview", type=click.Path(dir_okay=False), help="Draw the plan (blocks, one block's tiles, no-data) over a thumbnail to this PNG.")
@@ -165,8 +151,7 @@ def plan(input, config, as_json, compare, preview, preview_size, **kwargs):
     """Dry run: blocks, tiles, overlap cost and estimated peak memory, without running the model."""
     from .pipeline import plan as make_plan
 
-    info = make_plan(input, config=config, compare=compare, preview=preview, preview_size=preview_size,
-                     **_overrides(kwargs))
+    info = make_plan(input, config=config, compare=compare, preview=preview, preview_size=preview_size, **kwargs)
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
@@ -244,7 +229,7 @@ def catalog(entry_id):
 @main.command("export")
 @click.argument("store", type=str)
 @click.argument("out", type=str)
-@click.option("--to", "fmt", required=True, type=click.Choice(["cog", "png", "dicom-seg"]), help="Output format.")
+@click.option("--to", "fmt", required=True, type=click.Choice([f.value for f in ExportFormat]), help="Output format.")
 @click.option("--max-size", type=int, default=2048, show_default=True, help="png: longest side of the preview.")
 @click.option("--overlay", is_flag=True, help="png: blend the mask over the input image.")
 @_user_errors
@@ -252,7 +237,7 @@ def export_command(store, out, fmt, max_size, overlay):
     """Export the mask in STORE to OUT as a Cloud Optimized GeoTIFF, a PNG preview or DICOM SEG."""
     from .exporters import export
 
-    options = {"max_size": max_size, "overlay": overlay} if fmt == "png" else {}
+    options = {"max_size": max_size, "overlay": overlay} if fmt == ExportFormat.PNG else {}
     click.echo(export(store, fmt, out, **options))
 
 

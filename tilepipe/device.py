@@ -10,8 +10,10 @@ from contextlib import contextmanager
 import torch
 
 from .errors import TilepipeError
+from .modes import Precision
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = {Precision.FP32: None, Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}
+"""The autocast dtype of each precision a run resolves to (None: no autocast)."""
 
 PEAK_TFLOPS = (
     # (name fragment, dense bf16/fp16 tensor-core peak, fp32 peak), from NVIDIA's datasheets;
@@ -42,14 +44,14 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def resolve_precision(name: str, device: torch.device) -> str:
-    if name == "auto":
+def resolve_precision(name: Precision, device: torch.device) -> Precision:
+    if name == Precision.AUTO:
         if device.type == "cuda":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return "fp32"
+            return Precision.BF16 if torch.cuda.is_bf16_supported() else Precision.FP16
+        return Precision.FP32
     if name not in PRECISIONS:
-        raise TilepipeError(f"--precision {name!r}: choose auto, fp32, bf16 or fp16")
-    if name == "fp16" and device.type != "cuda":
+        raise TilepipeError(f"--precision {name!r}: choose {', '.join(Precision)}")
+    if name == Precision.FP16 and device.type != "cuda":
         raise TilepipeError("--precision fp16 needs a CUDA device; use fp32 or bf16 on the CPU")
     return name
 

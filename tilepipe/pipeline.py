@@ -19,13 +19,14 @@ import uuid
 from dataclasses import dataclass, field, replace
 
 from .blocks import RunContext
-from .config import RunOptions, Settings, resolve_settings
+from .config import Settings, resolve_settings
 from .engine import EngineOptions, cached_engine
 from .errors import TilepipeError
 from .grid import TileGrid
 from .lease import Lease
 from .model import CardFile, ModelCard, ModelSpec, model_card
 from .model.compare import compare_architectures
+from .options import RunOptions
 from .partition import Plan
 from .pyramid import build_pyramid
 from .report.preview import PREVIEW_SIZE, write_preview
@@ -39,7 +40,6 @@ from .sizing import estimate_peak_memory, resolved_workers
 from .sources import SourceSpec, open_source
 from .sources.geotiff import bounded_gdal_cache
 from .sources.scaling import ScalingRequest
-from .stitch import BLENDING_MODES
 
 log = logging.getLogger("tilepipe")
 
@@ -84,8 +84,6 @@ def _scaling_request(options: RunOptions, card_file: CardFile | None) -> Scaling
 
 
 def _specs(input: str, options: RunOptions, card_file: CardFile | None) -> tuple[SourceSpec, ModelSpec, EngineOptions]:
-    if options.blending not in BLENDING_MODES:
-        raise TilepipeError(f"--blending {options.blending!r}: choose one of {', '.join(BLENDING_MODES)}")
     scaling = _scaling_request(options, card_file)
     source = SourceSpec(path=str(input), bands=options.bands, scaling=scaling, series=options.series,
                         window=options.window, level=options.level, select=options.select)

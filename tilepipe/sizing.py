@@ -19,7 +19,7 @@ import os
 
 import numpy as np
 
-from .config import RunOptions
+from .options import RunOptions
 from .device import resolve_device
 from .partition import Plan
 from .stream import PREFETCH, READ_AHEAD, STITCH_BEHIND, rows_per_read

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from .grid import Window
+from .modes import Blending
 from .sink import NO_LABEL, PROBABILITY_SCALE
 
-BLENDING_MODES = ("gaussian", "crop")
 SIGMA_SCALE = 0.125
 
 
@@ -65,9 +65,9 @@ class StripStitcher:
     ``finish`` closes everything above the next tile row), so the accumulators are allocated once,
     ``tile height`` rows deep, and the open rows are moved to their top after each ``finish``."""
 
-    def __init__(self, core: Window, num_classes: int, mode: str, device: torch.device, tile_height: int):
-        self.core, self.mode, self.device = core, mode, device
-        self.fill = 0.0 if mode == "gaussian" else float("inf")
+    def __init__(self, core: Window, num_classes: int, mode: Blending, device: torch.device, tile_height: int):
+        self.core, self.mode, self.device = core, Blending(mode), device
+        self.fill = 0.0 if self.mode is Blending.GAUSSIAN else float("inf")
         self.top = core.row  # first open row; rows [top, top + rows) are open
         self.rows = 0
         depth = min(tile_height, core.height)
@@ -93,7 +93,7 @@ class StripStitcher:
         probs = probabilities[:, t_rows, t_cols]
         scores = self.scores[:, o_rows, o_cols]
         weights = self.weights[o_rows, o_cols]
-        if self.mode == "gaussian":
+        if self.mode is Blending.GAUSSIAN:
             w = gaussian_window(tile.height, tile.width, str(self.device))[t_rows, t_cols]
             scores.addcmul_(probs, w)
             weights.add_(w)
@@ -115,7 +115,7 @@ class StripStitcher:
         labels[~valid] = NO_LABEL
         probs = None
         if probabilities:
-            blended = scores if self.mode == "crop" else scores / weights.clamp_min(1e-30)
+            blended = scores if self.mode is Blending.CROP else scores / weights.clamp_min(1e-30)
             blended = torch.nan_to_num(blended, nan=0.0, posinf=0.0)
             probs = (blended * PROBABILITY_SCALE).round_().clamp_(0, PROBABILITY_SCALE).to(torch.uint8).cpu().numpy()
         # move the rows still open to the top of the buffers and empty the rest

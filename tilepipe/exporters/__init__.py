@@ -2,7 +2,7 @@
 
 Each exporter module exposes ``export(store: MaskStore, out: str, **options) -> str`` (the path it
 wrote) and reads the store block by block, never the whole mask at once. ``FORMATS`` maps the
-``tilepipe export --to`` names to those modules.
+``tilepipe export --to`` formats (:class:`tilepipe.modes.ExportFormat`) to those modules.
 """
 
 from __future__ import annotations
@@ -10,12 +10,13 @@ from __future__ import annotations
 import importlib
 
 from ..errors import TilepipeError
+from ..modes import ExportFormat
 from ..sink import MaskStore
 
 FORMATS = {
-    "cog": "tilepipe.exporters.cog",
-    "png": "tilepipe.exporters.png",
-    "dicom-seg": "tilepipe.exporters.dicom_seg",
+    ExportFormat.COG: "tilepipe.exporters.cog",
+    ExportFormat.PNG: "tilepipe.exporters.png",
+    ExportFormat.DICOM_SEG: "tilepipe.exporters.dicom_seg",
 }
 
 

@@ -1,0 +1,279 @@
+"""Every run option, declared once: a field of :class:`RunOptions` with an :class:`Option` in its
+metadata (help text, how its default reads, the parser that reads and checks a value, its
+choices, whether only ``tilepipe run`` has it).
+
+The same option is the keyword ``tile_size`` of ``tilepipe.run``, the key ``tile-size`` (or
+``tile_size``) of a config file and the flag ``--tile-size``. The command line's flags
+(:func:`tilepipe.cli.option_flags`) and the checks on config files (:mod:`tilepipe.config`) are
+made from this declaration; ``tests/test_options.py`` holds the README's options table and
+``configs/satellite.yaml`` to it.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, replace
+from enum import Enum
+from typing import Any
+
+from .errors import TilepipeError
+from .modes import Blending, OutputStride, Precision
+
+
+class BadValue(TilepipeError):
+    """A value an option does not accept: one line naming the option and what it accepts."""
+
+    def __init__(self, option: Option, value: Any):
+        self.option, self.value = option, value
+        super().__init__(self.message(option.flag))
+
+    def message(self, label: str) -> str:
+        shown = self.value if isinstance(self.value, str) and self.value.strip() else repr(self.value)
+        return f"{label} {shown}: expected {self.option.parser.accepted}"
+
+
+@dataclass(frozen=True)
+class Parser:
+    """Reads an option's value from a flag's text, a config file's value or an API keyword.
+    Reading a value it made gives the same value back (a copy of the options reads them again)."""
+
+    read: Callable[[Any], Any]
+    """Raises ValueError or TypeError for a value it does not accept."""
+    accepted: str
+    """What it accepts, for error messages."""
+    metavar: str = "TEXT"
+    choices: tuple[str, ...] = ()
+    switch: bool = False
+    """A yes/no option: a flag without a value on the command line."""
+
+
+def _text(value) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise TypeError(value)
+    return str(value)
+
+
+def _integer(value) -> int:
+    if isinstance(value, (bool, float)):
+        raise TypeError(value)
+    return int(value)
+
+
+def _number(value) -> float:
+    if isinstance(value, bool):
+        raise TypeError(value)
+    return float(value)
+
+
+def _switch(value) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(value)
+    return value
+
+
+def integer(minimum: int) -> Parser:
+    def read(value) -> int:
+        number = _integer(value)
+        if number < minimum:
+            raise ValueError(value)
+        return number
+    return Parser(read, "a positive integer" if minimum == 1 else f"an integer >= {minimum}", "INTEGER")
+
+
+def integer_or_auto() -> Parser:
+    positive = integer(1).read
+    return Parser(lambda value: "auto" if value == "auto" else positive(value), "a positive integer or auto",
+                  "N|auto")
+
+
+def choice(modes: type[Enum]) -> Parser:
+    convert = _integer if issubclass(modes, int) else _text
+    names = tuple(str(mode.value) for mode in modes)
+    return Parser(lambda value: modes(convert(value)), f"one of {', '.join(names)}", choices=names)
+
+
+def listed(item: Callable, accepted: str, metavar: str, check: Callable[[tuple], bool] = bool) -> Parser:
+    """A comma-separated list in a flag, a YAML list in a config file, a tuple or list in Python."""
+    def read(value) -> tuple:
+        items = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            raise TypeError(value)
+        values = tuple(item(v) for v in items)
+        if not check(values):
+            raise ValueError(value)
+        return values
+    return Parser(read, accepted, metavar)
+
+
+TEXT = Parser(_text, "text")
+SWITCH = Parser(_switch, "true or false", switch=True)
+BANDS = listed(_integer, "a list of 1-based band numbers, e.g. 3,2,1", "LIST")  # their range is the file's
+PERCENTILES = listed(_number, "LOW,HIGH with 0 <= LOW < HIGH <= 100", "LOW,HIGH",
+                     lambda v: len(v) == 2 and 0 <= v[0] < v[1] <= 100)
+NAMES = listed(_text, "a list of class names, e.g. background,water,forest", "LIST")
+
+
+@dataclass(frozen=True)
+class Option:
+    """How one run option reads, checks and explains itself."""
+
+    help: str
+    parser: Parser = TEXT
+    default_text: str | None = None
+    """How the default reads for users (``--help``, the README) when it is not the value itself."""
+    run_only: bool = False
+    """A flag of ``tilepipe run`` only, not of ``tilepipe plan`` (it is about the output)."""
+    negatable: bool = True
+    """For a switch: ``--x/--no-x`` on the command line; False: a bare ``--x``."""
+    name: str = ""
+    default: Any = None
+    """Filled in from the field: see :data:`OPTIONS`."""
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.key
+
+    @property
+    def key(self) -> str:
+        """The option's name in a config file (``tile_size`` is accepted too)."""
+        return self.name.replace("_", "-")
+
+    @property
+    def shown_default(self) -> str:
+        if self.default_text is not None:
+            return self.default_text
+        if isinstance(self.default, bool):
+            return "on" if self.default else "off"
+        if isinstance(self.default, tuple):
+            return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in self.default)
+        return "" if self.default is None else str(self.default)
+
+    def read(self, value):
+        try:
+            return self.parser.read(value)
+        except (TypeError, ValueError):
+            raise BadValue(self, value) from None
+
+
+def option(default, help: str, parser: Parser = TEXT, **details) -> Any:
+    """A :class:`RunOptions` field declared with its :class:`Option`."""
+    return field(default=default, metadata={"option": Option(help, parser, **details)})
+
+
+def _records_given(cls):
+    """Wrap the dataclass's ``__init__`` so that the keywords a caller passes (other than None)
+    are recorded in ``given``. ``dataclasses.replace`` passes every field plus ``given`` itself,
+    so a copy keeps the names its original had instead of counting every field as given."""
+    init = cls.__init__
+
+    @functools.wraps(init)
+    def __init__(self, **values):
+        init(self, **values)
+        if "given" not in values:
+            object.__setattr__(self, "given", frozenset(k for k, v in values.items() if v is not None))
+
+    cls.__init__ = __init__
+    return cls
+
+
+@_records_given
+@dataclass(frozen=True, kw_only=True)
+class RunOptions:
+    """The options of a run. ``None`` means "not given": the default (or the card's, the config
+    file's value) stays. Values are read and checked as they are set, so ``RunOptions(bands="3,2,1")``
+    holds ``(3, 2, 1)`` and a value an option does not accept raises :class:`BadValue`."""
+
+    # input
+    bands: tuple[int, ...] | None = option(
+        None, "Bands to use, 1-based, e.g. 3,2,1 or 2,3,4,8: as many as the model takes.", BANDS,
+        default_text="card's, else 1,2,3 (or 1)")
+    scaling: str = option(
+        "auto", "auto (uint8: full range, others: percentiles), dtype, percentile, LOW,HIGH, or card (the model "
+        "card's per-band values).", default_text="auto (card with a card that has scaling)")
+    percentiles: tuple[float, float] = option(
+        (2.0, 98.0), "Percentiles for --scaling percentile (computed from overviews or a sample).", PERCENTILES)
+    series: str | None = option(None, "DICOM: SeriesInstanceUID to read when the folder holds several series.")
+    window: str | None = option(None, "DICOM: CENTER,WIDTH or a preset (soft-tissue, lung, bone, brain).",
+                                default_text="the file's")
+    level: int = option(0, "Whole-slide DICOM: pyramid level (0 = full resolution).", integer(0))
+    select: str | None = option(
+        None, "DICOM 4-D series: keep one volume, KEY=VALUE, e.g. AcquisitionNumber=2 or EchoNumbers=1.")
+    # plan
+    tile_size: int = option(512, "Tile side in pixels (a multiple of the output stride).", integer(1))
+    overlap: int = option(64, "Overlap between neighbouring tiles in pixels.", integer(0))
+    chunk_size: int = option(512, "Zarr chunk side in pixels.", integer(1))
+    block_size: int = option(8192, "Widest strip (a task's columns) in pixels, a multiple of --chunk-size.",
+                             integer(1))
+    blending: Blending = option(Blending.GAUSSIAN, "How overlapping tiles are merged.", choice(Blending))
+    # model
+    model: str = option(
+        "deeplabv3_resnet101", "Architecture: deeplabv3_resnet101, deeplabv3_resnet50, "
+        "deeplabv3_mobilenet_v3_large, fcn_resnet101, fcn_resnet50, lraspp_mobilenet_v3_large; 'standin' is a "
+        "tiny CNN for I/O tests.")
+    weights: str = option(
+        "default", "'default' (torchvision's published weights, downloaded once), a torchvision weights name "
+        "(COCO_WITH_VOC_LABELS_V1), a checkpoint path, or 'none' (random).")
+    model_card: str | None = option(
+        None, "YAML/JSON model card (scaling, classes, colours, stride, tile size, provenance).",
+        default_text="beside the checkpoint")
+    output_stride: OutputStride | None = option(None, "Network output stride.", choice(OutputStride),
+                                                default_text="card's, else the weights'")
+    num_classes: int | None = option(None, "Classes of the head (for --weights none; checked against a "
+                                     "checkpoint).", integer(1), default_text="from the weights")
+    class_names: tuple[str, ...] | None = option(None, "Comma-separated class names.", NAMES,
+                                                 default_text="from the weights")
+    # engine
+    device: str = option("auto", "auto (CUDA when present), cpu, cuda, cuda:N.")
+    precision: Precision = option(Precision.AUTO, "auto: bf16 on CUDA, fp32 on CPU; fp16 needs CUDA.",
+                                  choice(Precision))
+    batch_size: int | str = option(
+        4, "Tiles per forward pass, or auto (fits the free GPU memory; 4 on a CPU).", integer_or_auto())
+    compile: bool = option(False, "torch.compile the network (warm-up timed apart).", SWITCH)
+    # schedule and output
+    workers: int | str = option(
+        "auto", "Tasks running at once in this process, or auto (from the CPU count and device).", integer_or_auto())
+    cluster: str | None = option(None, "local:N starts a Dask LocalCluster of N worker processes for this run.")
+    scheduler: str | None = option(None, "Address of an existing dask.distributed scheduler, e.g. tcp://host:8786.")
+    probabilities: bool = option(False, "Also store per-class probabilities (uint8, p*255).", SWITCH, run_only=True)
+    overwrite: bool = option(False, "Replace an existing tilepipe store at OUTPUT.", SWITCH, run_only=True,
+                             negatable=False)
+    resume: bool = option(False, "Finish an interrupted run: only unfinished blocks run.", SWITCH, run_only=True,
+                          negatable=False)
+
+    given: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
+    """The options set explicitly (keywords of the constructor or of :meth:`updated`): they win
+    over a config file and a model card even where they equal the default."""
+
+    def __post_init__(self) -> None:
+        for name, declared in OPTIONS.items():
+            value = getattr(self, name)
+            object.__setattr__(self, name, declared.default if value is None else declared.read(value))
+        if not self.given <= OPTIONS.keys():
+            raise TilepipeError(f"unknown option(s) given: {', '.join(sorted(self.given - OPTIONS.keys()))}")
+
+    def updated(self, **changes) -> RunOptions:
+        """A copy with ``changes`` applied and recorded as given; ``None`` values mean "not given"
+        and are ignored."""
+        unknown = sorted(set(changes) - OPTIONS.keys())
+        if unknown:
+            raise TilepipeError(f"unknown option(s): {', '.join(unknown)}")
+        given = {k: v for k, v in changes.items() if v is not None}
+        return replace(self, **given, given=self.given | set(given))
+
+    def to_json(self) -> dict:
+        """Plain JSON values: enums as their strings (or numbers), tuples as lists."""
+        return {name: _plain(getattr(self, name)) for name in OPTIONS}
+
+
+def _plain(value):
+    if isinstance(value, Enum):
+        return value.value
+    return list(value) if isinstance(value, tuple) else value
+
+
+OPTIONS: dict[str, Option] = {
+    f.name: replace(f.metadata["option"], name=f.name, default=f.default)
+    for f in fields(RunOptions) if "option" in f.metadata
+}
+"""Every run option's declaration, by name, in the order of :class:`RunOptions`."""
