@@ -19,8 +19,8 @@ import os
 
 import numpy as np
 
-from .options import RunOptions
 from .device import resolve_device
+from .options import RunOptions
 from .partition import Plan
 from .stream import PREFETCH, READ_AHEAD, STITCH_BEHIND, rows_per_read
 
