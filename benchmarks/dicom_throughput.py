@@ -7,7 +7,7 @@ series and on real multi-frame and whole-slide files.
     python benchmarks/dicom_throughput.py --slices --real-slices 0 # the real files only
 
 The series is CT-like (air, body, lungs, a bone ring; int16-range values with RescaleIntercept
--1024; one file per slice, written by pydicom through the tests' generator) and is built once per
+-1024; one file per slice, written by pydicom through :mod:`tilepipe.testing`) and is built once per
 size under ``--workdir``. Each run happens in its own child process (``_common.run_child``), so its
 peak RSS is its own: the stand-in model on every size, then the real DeepLabV3-ResNet101 (random
 weights, same cost as trained ones) on ``--real-slices`` slices. Memory must not grow with the
@@ -33,9 +33,7 @@ import time
 from pathlib import Path
 
 from _common import DEFAULT_WORKDIR, announce, run_child
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from dicom_helpers import write_ct_series  # noqa: E402  (the tests' generator, shared rather than copied)
+from tilepipe.testing import write_ct_series
 
 MB = 1e6
 SHARED_DICOM = Path(__file__).resolve().parents[2] / "shared" / "data" / "dicom"

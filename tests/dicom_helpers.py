@@ -1,6 +1,6 @@
-"""DICOM files for tests and the benchmark: the real samples beside the repo, and small synthetic
-series written with pydicom when a test needs a controlled input (a CT-like phantom with known
-positions, rescale and photometric interpretation)."""
+"""DICOM files for tests: the real samples beside the repo, shuffled copies of them, and enhanced
+multi-frame variants with the functional groups real scanners write. Synthetic CT series come from
+:mod:`tilepipe.testing`, which the benchmarks share."""
 
 from __future__ import annotations
 
@@ -8,14 +8,10 @@ import random
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pydicom
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.dataset import Dataset
 
 DICOM_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "dicom"
-CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
-COMPREHENSIVE_SR_STORAGE = "1.2.840.10008.5.1.4.1.1.88.33"
 
 
 def dicom_data(*parts: str) -> Path:
@@ -39,90 +35,6 @@ def shuffled_copy(source: Path, target: Path, seed: int = 0, nested: bool = True
         folder.mkdir(parents=True, exist_ok=True)
         copies.append(Path(shutil.copyfile(f, folder / f"{rng.getrandbits(64):016x}")))
     return copies
-
-
-def ct_phantom(size: int, z: float) -> np.ndarray:
-    """A CT-like slice in HU: air, a body ellipse of soft tissue, two lungs and a bone ring whose
-    size changes with ``z`` so that every slice differs."""
-    yy, xx = np.mgrid[-1:1:size * 1j, -1:1:size * 1j]
-    grow = 0.85 + 0.1 * np.sin(z / 40.0)
-    hu = np.full((size, size), -1000.0)
-    body = (xx / (0.9 * grow)) ** 2 + (yy / (0.7 * grow)) ** 2 < 1
-    hu[body] = 40.0
-    for cx in (-0.4, 0.4):
-        hu[((xx - cx) / 0.28) ** 2 + (yy / 0.4) ** 2 < grow] = -800.0
-    ring = np.abs(np.hypot(xx, yy + 0.45) - 0.12 * grow) < 0.03
-    hu[ring] = 700.0
-    return hu
-
-
-def write_ct_series(folder: Path, slices: int, size: int = 64, spacing: float = 2.5, skip: tuple[int, ...] = (),
-                    photometric: str = "MONOCHROME2", series_uid: str | None = None,
-                    orientation: tuple[float, ...] = (1, 0, 0, 0, 1, 0), window: tuple[float, float] | None = (40, 400),
-                    description: str = "synthetic CT", positions=None, gantry_tilt: float | None = None,
-                    echoes: int = 1) -> list[Path]:
-    """A CT series of ``slices`` positions (``skip`` leaves some out), stored as 12-bit unsigned with
-    RescaleIntercept -1024, files named in random order and InstanceNumber reversed.
-
-    ``positions`` gives each slice's ImagePositionPatient instead of a regular step along the
-    normal (a gantry tilt, uneven spacing); ``gantry_tilt`` writes GantryDetectorTilt; ``echoes``
-    writes that many images per position (EchoNumbers 1.., EchoTime 10 ms apart, darker each echo)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    study, series, frame = generate_uid(), series_uid or generate_uid(), generate_uid()
-    normal = np.cross(orientation[:3], orientation[3:])
-    paths = []
-    for k, echo in ((k, e) for k in range(slices) for e in range(1, echoes + 1)):
-        if k in skip:
-            continue
-        hu = ct_phantom(size, k * spacing)
-        stored = np.round((hu + 1024) / echo).astype(np.uint16)
-        ds = _image_dataset(CT_IMAGE_STORAGE, "CT", study, series, description)
-        ds.FrameOfReferenceUID = frame
-        ds.InstanceNumber = (slices - k) * echoes - echo + 1
-        position = positions[k] if positions is not None else np.array([-160.0, -160.0, 0.0]) + k * spacing * normal
-        ds.ImagePositionPatient = [float(v) for v in position]
-        if gantry_tilt is not None:
-            ds.GantryDetectorTilt = gantry_tilt
-        if echoes > 1:
-            ds.EchoNumbers, ds.EchoTime = echo, 10.0 * echo
-        ds.ImageOrientationPatient = list(orientation)
-        ds.PixelSpacing = [320.0 / size, 320.0 / size]
-        ds.SliceThickness = spacing
-        ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = 1, -1024, "HU"
-        if window:
-            ds.WindowCenter, ds.WindowWidth = window
-        ds.Rows = ds.Columns = size
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-        ds.PixelData = stored.tobytes()
-        path = folder / f"{random.Random(k if echoes == 1 else repr((k, echo))).getrandbits(32):08x}.dcm"
-        ds.save_as(path, enforce_file_format=True)
-        paths.append(path)
-    return paths
-
-
-def write_sr(path: Path, series_uid: str | None = None) -> Path:
-    """A Comprehensive SR document: valid DICOM with no pixel data."""
-    ds = _image_dataset(COMPREHENSIVE_SR_STORAGE, "SR", generate_uid(), series_uid or generate_uid(), "report")
-    ds.ValueType = "CONTAINER"
-    ds.save_as(path, enforce_file_format=True)
-    return path
-
-
-def _image_dataset(sop_class: str, modality: str, study: str, series: str, description: str) -> Dataset:
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = sop_class
-    ds.SOPClassUID = sop_class
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
-    ds.Modality, ds.SeriesDescription, ds.SeriesNumber = modality, description, 1
-    ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "Phantom^CT", "PHANTOM", "", "O"
-    ds.StudyDate, ds.StudyTime, ds.StudyID = "20240101", "120000", "1"
-    ds.AccessionNumber, ds.ReferringPhysicianName = "", ""
-    ds.Manufacturer = "tilepipe tests"
-    return ds
 
 
 def read_positions(paths) -> dict[str, tuple[float, float, float]]:

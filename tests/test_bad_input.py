@@ -28,11 +28,12 @@ import pytest
 import rasterio
 import yaml
 from click.testing import CliRunner
-from dicom_helpers import dicom_data, write_ct_series, write_sr
 
 import tilepipe
 from tests.conftest import shared_file, smooth_image, write_geotiff
+from tests.dicom_helpers import dicom_data
 from tilepipe.cli import main
+from tilepipe.testing import write_ct_series, write_sr
 
 STANDIN = ("--model", "standin", "--weights", "none")
 SMALL = ("--tile-size", "64", "--overlap", "16", "--chunk-size", "64", "--block-size", "128")

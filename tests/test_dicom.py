@@ -14,19 +14,11 @@ import numpy as np
 import pydicom
 import pytest
 from click.testing import CliRunner
-from dicom_helpers import (
-    ct_phantom,
-    dicom_data,
-    read_positions,
-    shuffled_copy,
-    write_ct_series,
-    write_enhanced_with_positions,
-    write_sr,
-)
 from pydicom.fileset import FileSet
 from pydicom.pixels import apply_rescale, pixel_array
 
 import tilepipe
+from tests.dicom_helpers import dicom_data, read_positions, shuffled_copy, write_enhanced_with_positions
 from tilepipe.cli import main
 from tilepipe.errors import TilepipeError
 from tilepipe.grid import Window
@@ -35,6 +27,7 @@ from tilepipe.sources import dicom_pixels
 from tilepipe.sources.dicom import DicomSource
 from tilepipe.sources.dicom_frames import FrameReader
 from tilepipe.sources.geotiff import GeoTiffSource
+from tilepipe.testing import ct_phantom, write_ct_series, write_sr
 
 STANDIN = {"model": "standin", "weights": "none"}
 

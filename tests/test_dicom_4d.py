@@ -16,14 +16,15 @@ import numpy as np
 import pydicom
 import pytest
 from click.testing import CliRunner
-from dicom_helpers import dicom_data, write_ct_series, write_enhanced_temporal
 
 import tilepipe
+from tests.dicom_helpers import dicom_data, write_enhanced_temporal
 from tilepipe.cli import main
 from tilepipe.errors import TilepipeError
 from tilepipe.exporters import export
 from tilepipe.sources import SourceSpec, open_source
 from tilepipe.sources.dicom_volumes import split_volumes
+from tilepipe.testing import write_ct_series
 
 STANDIN = {"model": "standin", "weights": "none", "scaling": "0,2000"}
 

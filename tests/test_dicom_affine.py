@@ -8,11 +8,12 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
-from dicom_helpers import dicom_data, write_ct_series
 
 import tilepipe
+from tests.dicom_helpers import dicom_data
 from tilepipe.exporters import export
 from tilepipe.sources import SourceSpec, open_source
+from tilepipe.testing import write_ct_series
 
 STANDIN = {"model": "standin", "weights": "none"}
 TILT = 18.5

@@ -19,9 +19,9 @@ import numpy as np
 import pydicom
 import pydicom.filereader
 import pytest
-from dicom_helpers import dicom_data
 from pydicom.encaps import encapsulate, encapsulate_extended, generate_frames
 
+from tests.dicom_helpers import dicom_data
 from tilepipe.errors import TilepipeError
 from tilepipe.grid import Window
 from tilepipe.sources import SourceSpec

@@ -8,9 +8,9 @@ import numpy as np
 import pydicom
 import pytest
 from click.testing import CliRunner
-from dicom_helpers import dicom_data, shuffled_copy, write_enhanced_with_positions
 
 import tilepipe
+from tests.dicom_helpers import dicom_data, shuffled_copy, write_enhanced_with_positions
 from tilepipe.cli import main
 from tilepipe.errors import TilepipeError
 from tilepipe.exporters import export

@@ -138,7 +138,7 @@ def test_dicom_float_pixel_data_marks_nan_as_255(tmp_path):
     """Float Pixel Data (a parametric map, say) reaches the DICOM source as it is: NaN included."""
     import pydicom
 
-    from tests.dicom_helpers import write_ct_series
+    from tilepipe.testing import write_ct_series
 
     values = np.linspace(0, 1, 64 * 64, dtype=np.float32).reshape(64, 64)
     nan_at = {}

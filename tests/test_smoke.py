@@ -12,10 +12,10 @@ import numpy as np
 import pydicom
 import pytest
 import rasterio
-from dicom_helpers import dicom_data
 
 import tilepipe
 from tests.conftest import shared_file
+from tests.dicom_helpers import dicom_data
 from tilepipe.sink import NO_LABEL
 
 REAL = dict(model="deeplabv3_resnet101", weights="none", workers=1)

@@ -13,12 +13,12 @@ from torchvision.models.segmentation import deeplabv3_resnet101
 
 import tilepipe
 from tests.conftest import shared_file, smooth_image, write_geotiff
-from tests.dicom_helpers import write_ct_series
 from tilepipe.grid import TileGrid, Window
 from tilepipe.partition import Plan
 from tilepipe.model import ModelSpec, load_model
 from tilepipe.sink import NO_LABEL
 from tilepipe.stitch import SIGMA_SCALE, StripStitcher
+from tilepipe.testing import write_ct_series
 
 
 def whole_image_probabilities(module, path, mean, std) -> tuple[np.ndarray, np.ndarray]:
