@@ -106,17 +106,19 @@ def test_uneven_spacing_without_a_gap_writes_no_affine(tmp_path):
 
 
 def test_a_regular_axial_series_keeps_the_normal_times_spacing_affine(tmp_path):
-    spacing = 2.5
-    paths = write_ct_series(tmp_path / "axial", 8, spacing=spacing)
+    """The affine a regular axial series always had, written out by hand for the generator's
+    series: slices 2.5 mm apart along +z, 64 px of 320 / 64 = 5 mm, the first origin at
+    (-160, -160, 0); z steps along +z, y (rows) along the column direction +y, x along +x."""
+    paths = write_ct_series(tmp_path / "axial", 8, spacing=2.5)
     d, summary = run_and_attrs(tmp_path / "axial", tmp_path / "mask.zarr")
+    assert np.allclose(d["affine"], [[0.0, 0.0, 5.0, -160.0],
+                                     [0.0, 5.0, 0.0, -160.0],
+                                     [2.5, 0.0, 0.0, 0.0],
+                                     [0.0, 0.0, 0.0, 1.0]], atol=1e-9)
     found = headers(paths)
-    first = min(found.values(), key=lambda ds: float(ds.ImagePositionPatient[2]))
-    iop, ps = np.asarray(first.ImageOrientationPatient, float), np.asarray(first.PixelSpacing, float)
-    expected = np.eye(4)  # the formula the affine had before: normal x spacing, col, row, first origin
-    expected[:3, 0] = np.cross(iop[:3], iop[3:]) * spacing
-    expected[:3, 1], expected[:3, 2] = iop[3:] * ps[0], iop[:3] * ps[1]
-    expected[:3, 3] = np.asarray(first.ImagePositionPatient, float)
-    assert np.allclose(d["affine"], expected, atol=1e-9)
+    for z, uid in enumerate(d["sop_instance_uids"]):  # and every slice's own header agrees
+        for y, x in ((0, 0), (63, 0), (17, 40)):
+            assert np.allclose(np.asarray(d["affine"]) @ (z, y, x, 1), (*voxel_position(found[uid], y, x), 1))
     assert d["gantry_tilt_degrees"] == 0 and not any("tilt" in w or "affine" in w for w in summary["warnings"])
 
 

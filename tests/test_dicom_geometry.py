@@ -72,13 +72,14 @@ def test_orientations_within_tolerance_are_one():
 
 
 def test_affine_maps_voxel_indices_to_patient_positions():
-    orientation = _orientation(0.3, 0.2)
-    spacing, step, origin = (0.7, 0.5), 3.0, (10.0, -4.0, 2.0)
-    affine = np.asarray(stack_affine(origin, orientation, spacing, step * slice_normal(orientation)))
-    z, y, x = 4, 10, 20
-    expected = (np.asarray(origin) + x * spacing[1] * np.asarray(orientation[:3])
-                + y * spacing[0] * np.asarray(orientation[3:]) + z * step * slice_normal(orientation))
-    assert np.allclose(affine @ (z, y, x, 1), (*expected, 1))
+    """Sagittal slices worked out by hand: rows run along +y, columns along -z, so the normal
+    (row x column) is -x. PixelSpacing (0.7, 0.5) is (between rows, between columns); a slice
+    origin steps 3 mm along the normal. Voxel (z, y, x) = (4, 10, 20) sits at
+    (10, -4, 2) + 20 x 0.5 (0, 1, 0) + 10 x 0.7 (0, 0, -1) + 4 x 3 (-1, 0, 0) = (-2, 6, -5)."""
+    sagittal = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)
+    affine = np.asarray(stack_affine((10.0, -4.0, 2.0), sagittal, (0.7, 0.5), (-3.0, 0.0, 0.0)))
+    assert np.allclose(affine @ (4, 10, 20, 1), (-2.0, 6.0, -5.0, 1.0))
+    assert np.allclose(affine @ (0, 0, 0, 1), (10.0, -4.0, 2.0, 1.0))  # voxel 0 is the first origin
 
 
 @settings(max_examples=80, deadline=None)

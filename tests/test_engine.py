@@ -99,8 +99,10 @@ def test_cpu_runs_claim_no_gpu_tactics_and_peaks_are_known_for_gpus():
 
 @pytest.mark.parametrize("bands,dtype,low,high", [(3, np.uint8, 0.0, 255.0), (1, np.int16, -160.0, 240.0)])
 def test_scaling_on_the_device_matches_the_host(bands, dtype, low, high):
-    """On CUDA, raw tiles travel in the file's dtype and are scaled by the engine; the result must
-    be what the host's IntensityScaling.apply gives (checked here through the same code on the CPU)."""
+    """On CUDA, raw tiles travel in the file's dtype and are scaled by the engine (checked here
+    through the same code on the CPU); the result must be the network's output on tiles scaled
+    here by the window's definition: (value - low) / (high - low), clipped to [0, 1], one band
+    copied to three channels."""
     from tilepipe.sources.scaling import IntensityScaling
 
     scaling = IntensityScaling("fixed", (low,) * bands, (high,) * bands, "test")
@@ -108,7 +110,8 @@ def test_scaling_on_the_device_matches_the_host(bands, dtype, low, high):
     raw = rng.integers(np.iinfo(dtype).min // 2, np.iinfo(dtype).max // 2, (2, bands, 32, 32)).astype(dtype)
     valid = np.ones((2, 32, 32), bool)
     engine = standin_engine(batch_size=2)
-    host = np.stack([np.repeat(scaling.apply(t), 3 // bands, axis=0) for t in raw])
+    host = np.repeat(np.clip((raw.astype(np.float64) - low) / (high - low), 0, 1), 3 // bands, axis=1)
+    host = host.astype(np.float32)
     expected, _ = engine.predict(engine.upload(host, valid))
     got, _ = engine.predict(engine.upload(raw, valid, scaling))
     torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)

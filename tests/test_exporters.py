@@ -126,7 +126,7 @@ def test_png_preview_has_the_size_and_the_class_colours(stores, tmp_path):
     with Image.open(out) as image:
         width, height = image.size
         png = np.asarray(image.convert("RGBA"))
-    assert (width, height) == (300, round(mask.shape[0] * 300 / mask.shape[1]))
+    assert mask.shape == (718, 791) and (width, height) == (300, 272)  # 718 x 300 / 791 = 272.3 rows
     labels = np.asarray(Image.fromarray(mask).resize((width, height), Image.NEAREST))
     expected = np.dstack([PALETTE[labels], ALPHA[labels]])
     assert_matches_but_legend(png, expected)

@@ -179,11 +179,15 @@ def test_raw_tiles_scaled_by_the_engine_match_the_host_scaling(clip):
     from tilepipe.model import ModelSpec, load_model
     from tilepipe.sources.scaling import IntensityScaling
 
-    scaling = IntensityScaling("model card", (10.0, 20.0, 0.0, 5.0), (60.0, 40.0, 255.0, 9.0), "card", clip)
+    low, high = (10.0, 20.0, 0.0, 5.0), (60.0, 40.0, 255.0, 9.0)
+    scaling = IntensityScaling("model card", low, high, "card", clip)
     engine = Engine(load_model(ModelSpec("standin", "none", bands=4, normalise=False)), EngineOptions(device="cpu"))
     raw = np.random.default_rng(0).integers(0, 256, (2, 4, 24, 24)).astype(np.uint8)
     valid = np.ones((2, 24, 24), bool)
+    lo, hi = np.array(low)[:, None, None], np.array(high)[:, None, None]
+    scaled = (raw - lo) / (hi - lo)  # the card's window by its definition, made here
+    scaled = (np.clip(scaled, 0, 1) if clip else scaled).astype(np.float32)
     on_device, _ = engine.predict(engine.upload(raw, valid, scaling))
-    on_host, _ = engine.predict(engine.upload(scaling.apply(raw), valid))
+    on_host, _ = engine.predict(engine.upload(scaled, valid))
     torch.testing.assert_close(on_device, on_host)
-    assert (scaling.apply(raw).max() > 1.0) == (not clip)
+    assert np.allclose(scaling.apply(raw), scaled) and (scaled.max() > 1.0) == (not clip)

@@ -156,8 +156,9 @@ def test_slide_store_opens_with_ome_zarr_in_micrometres(slide):
     assert [(a["name"], a["unit"]) for a in node.metadata["axes"]] == [("y", "micrometer"), ("x", "micrometer")]
     for n, transforms in enumerate(node.metadata["coordinateTransformations"]):
         assert transforms[0]["scale"] == pytest.approx([s * 2 ** n for s in spacing])
-        if n:  # pixel centres: a level's first pixel sits half a level-0 block in
-            assert transforms[1]["translation"] == pytest.approx([s * (2 ** n - 1) / 2 for s in spacing])
+        if n:  # a level's first pixel is centred on the centres of the 2^n x 2^n level-0 pixels it covers
+            centre = np.arange(2 ** n).mean()  # level-0 pixel centres 0, 1, ..., 2^n - 1 along each axis
+            assert transforms[1]["translation"] == pytest.approx([s * centre for s in spacing])
     colours = node.metadata["color"]
     assert len(colours) == 5 and colours[255][3] == 0 and colours[1][3] == 1
     assert node.metadata["properties"][255]["class"] == "no data"

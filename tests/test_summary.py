@@ -9,6 +9,7 @@ written out by hand."""
 from __future__ import annotations
 
 import copy
+import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -26,34 +27,52 @@ from tilepipe.report.figures import timing_figures
 from tilepipe.report.tactics import tactics_used
 
 
+STANDIN_MACS_PER_PIXEL = 3 * 8 * 9 + 8 * 4 * 9
+"""The stand-in's multiply-adds per output pixel, by hand: a 3x3 convolution from 3 bands to 8
+channels, then a 3x3 convolution from 8 channels to 4 classes (biases are additions only)."""
+
+
 @pytest.fixture(scope="module")
 def standin_run(tmp_path_factory):
+    """A 256 x 512 scene whose right half is no-data, run once; also the run's wall time as seen
+    from outside it (an upper bound of what the summary may report)."""
     tmp = tmp_path_factory.mktemp("summary")
     data = smooth_image(256, 512)
     data[:, :, 256:] = 0  # the right strip (two blocks of one chunk row each) holds no data
     path = write_geotiff(tmp / "half.tif", data, nodata=0)
     out = tmp / "half.zarr"
+    started = time.perf_counter()
     summary = tilepipe.run(str(path), str(out), model="standin", weights="none", tile_size=128, overlap=32,
                            chunk_size=128, block_size=256, workers=1)
-    return summary.data, out
+    return summary.data, out, time.perf_counter() - started
 
 
 def test_summary_agrees_with_the_store(standin_run):
-    d, out = standin_run
+    d, out, _ = standin_run
     group = zarr.open_group(str(out))
     assert d["output"]["mask_shape"] == list(group["mask"].shape)
     assert d["plan"]["blocks"] == group["blocks"].size == 4  # 2 chunk rows x 2 strips of 256 px
     assert d["plan"]["blocks_no_data"] == 2 and (group["mask"][:, 256:] == 255).all()
     assert group["blocks"][...].all() and tilepipe.open(str(out)).summary == d
-    assert d["plan"]["tiles_computed"] + d["plan"]["tiles_skipped_no_data"] == d["plan"]["tiles_planned"]
+    # By hand: 128 px tiles, step 96: rows start at 0, 96 and (snapped to reach row 256) 128;
+    # columns at 0, 96, 192, 288, 384. Strip [0, 256) touches columns 0, 96, 192 and strip
+    # [256, 512) columns 192, 288, 384: 3 x 3 tiles each. Only the tiles at columns 288 and 384
+    # lie wholly in the no-data half (the one at 192 holds data up to column 256): 2 x 3 skipped.
+    assert (d["plan"]["tiles_planned"], d["plan"]["tiles_computed"], d["plan"]["tiles_skipped_no_data"]) == (18, 12, 6)
 
 
-def test_summary_agrees_with_itself(standin_run):
-    d, _ = standin_run
+def test_throughput_figures_match_hand_counts_and_the_outside_clock(standin_run):
+    """Each figure against a count made here: the image's pixels, the stand-in's multiply-adds by
+    hand, the tiles by hand, and the wall time measured around the run."""
+    d, _, outside_wall = standin_run
     t, thr = d["timing"], d["throughput"]
+    assert thr["megapixels_processed"] == 256 * 512 / 1e6  # every block's core, the no-data ones too
+    assert d["model"]["macs_per_tile"] == STANDIN_MACS_PER_PIXEL * 128 * 128  # 8,257,536
+    assert 0 < t["wall_seconds"] <= outside_wall + 5e-5  # stored to 4 decimals
     # seconds are stored to 4 decimals and rates to 6: the tolerances allow exactly that rounding
-    assert thr["megapixels_per_second"] == pytest.approx(d["input"]["megapixels"] / t["wall_seconds"],
+    assert thr["megapixels_per_second"] == pytest.approx(256 * 512 / 1e6 / t["wall_seconds"],
                                                          rel=1e-3 + 5e-5 / t["wall_seconds"], abs=1e-6)
+    assert thr["megapixels_per_second"] >= 256 * 512 / 1e6 / outside_wall - 1e-6
     # the parts that run one after another add up to the wall time
     assert sum(t["sequential_seconds"].values()) == pytest.approx(t["wall_seconds"], rel=0.10)
     # where the stages' busy time exceeds the blocks' wall time (the reader thread prepares the next
@@ -62,9 +81,8 @@ def test_summary_agrees_with_itself(standin_run):
     overlapped = busy > 1.02 * t["sequential_seconds"]["blocks"]
     assert ("overlapped" in t["overlap"]) == overlapped
     assert ("tactic-overlap-io-compute" in {x["id"] for x in d["tactics"]}) == overlapped
-    flops = 2 * d["model"]["macs_per_tile"] * d["plan"]["tiles_computed"]
-    tflops = flops / t["stage_busy_seconds"]["forward"] / 1e12
     forward = t["stage_busy_seconds"]["forward"]
+    tflops = 2 * STANDIN_MACS_PER_PIXEL * 128 * 128 * 12 / forward / 1e12  # 12 tiles through the network
     assert thr["model_tflops_while_running"] == pytest.approx(tflops, rel=1e-3 + 5e-5 / forward, abs=1e-6)
     # the bottleneck named is the stage that was busiest in this run, whichever it was
     assert t["stage_busy_seconds"][d["bottleneck"]["stage"]] == max(t["stage_busy_seconds"].values())
@@ -138,7 +156,7 @@ def test_random_weights_are_in_the_first_lines(tmp_path):
 
 
 def test_cpu_fp32_run_claims_no_gpu_tactics_and_cites_only_catalog_ids(standin_run):
-    d, _ = standin_run
+    d, out, _ = standin_run
     ids = {t["id"] for t in d["tactics"]}
     assert d["engine"]["device"] == "cpu" and d["engine"]["precision"] == "fp32"
     assert not ids & {"tactic-mixed-precision", "tactic-pinned-memory", "tactic-cudnn-autotune"}
@@ -146,8 +164,7 @@ def test_cpu_fp32_run_claims_no_gpu_tactics_and_cites_only_catalog_ids(standin_r
     catalog = load_catalog()
     cited = {ref for t in d["tactics"] for ref in t["references"]}
     assert cited and cited <= set(catalog)
-    markdown = tilepipe.open(str(standin_run[1])).summary
-    assert markdown == d
+    assert tilepipe.open(str(out)).summary == d
 
 
 def test_summary_figures_come_from_the_run(tmp_path):
