@@ -11,16 +11,12 @@ from pathlib import Path
 import pydicom
 from pydicom.dataset import Dataset
 
-DICOM_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "dicom"
+from tests.conftest import shared_file
 
 
 def dicom_data(*parts: str) -> Path:
-    import pytest
-
-    path = DICOM_DATA.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"real DICOM sample data not found at {path} (tests expect ../shared/data beside the repo)")
-    return path
+    """A real DICOM sample under ``../shared/data/dicom``; the test skips when it is absent."""
+    return shared_file("dicom", *parts)
 
 
 def shuffled_copy(source: Path, target: Path, seed: int = 0, nested: bool = True) -> list[Path]:

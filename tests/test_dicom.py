@@ -18,6 +18,7 @@ from pydicom.fileset import FileSet
 from pydicom.pixels import apply_rescale, pixel_array
 
 import tilepipe
+from tests.conftest import shared_file
 from tests.dicom_helpers import dicom_data, read_positions, shuffled_copy, write_enhanced_with_positions
 from tilepipe.cli import main
 from tilepipe.errors import TilepipeError
@@ -126,9 +127,7 @@ def test_dispatch_by_folder_preamble_or_extension(tmp_path):
     dcm = dicom_data("single", "MR_small.dcm")
     no_extension = Path(shutil.copyfile(dcm, tmp_path / "IM0001"))
     assert isinstance(open_source(SourceSpec(str(no_extension))), DicomSource)
-    tif = Path(__file__).resolve().parents[2] / "shared" / "data" / "geotiff" / "rmnp-rgb.tif"
-    if tif.exists():
-        assert isinstance(open_source(SourceSpec(str(tif))), GeoTiffSource)
+    assert isinstance(open_source(SourceSpec(str(shared_file("geotiff", "rmnp-rgb.tif")))), GeoTiffSource)
 
 
 # --- compressed syntaxes, multi-frame ----------------------------------------------------------

@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 import tilepipe
+from tests.conftest import shared_file
 from tests.dicom_helpers import dicom_data, shuffled_copy, write_enhanced_with_positions
 from tilepipe.cli import main
 from tilepipe.errors import TilepipeError
@@ -92,9 +93,7 @@ def test_seg_needs_the_source_files_it_references(tmp_path):
 
 
 def test_seg_refuses_a_store_not_made_from_dicom(tmp_path):
-    tif = dicom_data().parent / "geotiff" / "rmnp-rgb.tif"
-    if not tif.exists():
-        pytest.skip(f"{tif} not found")
+    tif = shared_file("geotiff", "rmnp-rgb.tif")
     tilepipe.run(str(tif), str(tmp_path / "mask.zarr"), **STANDIN)
     with pytest.raises(TilepipeError, match="its input was not DICOM"):
         export(str(tmp_path / "mask.zarr"), "dicom-seg", str(tmp_path / "seg.dcm"))
