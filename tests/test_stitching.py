@@ -15,8 +15,8 @@ from torchvision.models.segmentation import deeplabv3_resnet101
 import tilepipe
 from tests.conftest import shared_file, smooth_image, write_geotiff
 from tilepipe.grid import TileGrid, Window
-from tilepipe.partition import Plan
 from tilepipe.model import ModelSpec, load_model
+from tilepipe.partition import Plan
 from tilepipe.sink import NO_LABEL
 from tilepipe.stitch import StripStitcher
 from tilepipe.testing import write_ct_series
