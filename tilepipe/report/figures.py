@@ -36,7 +36,7 @@ def stage_busy(reports: list[BlockReport]) -> dict[str, float]:
 
 def model_figures(model, cost: dict, card_file) -> dict:
     """``model``: the model's own description (``ModelCard.describe()``), its multiply-adds per tile
-    from :func:`tilepipe.cost.cost_figures` and the card file it came from, if any."""
+    from :func:`.cost.cost_figures` and the card file it came from, if any."""
     return {
         **model.describe(),
         "macs_per_tile": cost["macs_per_tile"],

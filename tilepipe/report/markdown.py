@@ -2,16 +2,16 @@
 
 :func:`render_markdown` is a pure function of the summary's JSON, so a stored summary renders
 the same wherever the store goes. It computes nothing: every number it prints is a figure of
-:mod:`.figures`, a sentence of :mod:`.advice`, :mod:`.tactics`, :mod:`tilepipe.cost` or
-:mod:`tilepipe.origins`; one section per function, in the order they appear.
+:mod:`.figures`, a sentence of :mod:`.advice`, :mod:`.tactics`, :mod:`.cost` or
+:mod:`.origins`; one section per function, in the order they appear.
 """
 
 from __future__ import annotations
 
 import json
 
-from ..cost import render_cost
-from ..origins import render_settings
+from .cost import render_cost
+from .origins import render_settings
 
 
 def render_markdown(d: dict) -> str:

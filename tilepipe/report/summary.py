@@ -5,7 +5,7 @@ network as it ran). :func:`build_summary` only assembles: each key of ``summary.
 one function, listed in :data:`KEYS` in the order the file holds them, so where a figure comes
 from is one look away. The figures are :mod:`.figures`; the explanations are pure functions of
 them: :func:`.advice.bottleneck`, :func:`.tactics.tactics_used` ("How the network stays fast
-here") and :func:`tilepipe.cost.cost_sentences` ("Where the multiply-adds go"); the markdown
+here") and :func:`.cost.cost_sentences` ("Where the multiply-adds go"); the markdown
 report is :func:`.markdown.render_markdown`.
 """
 
@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from ..blocks import BlockReport
-from ..cost import cost_figures, cost_sentences
-from ..origins import settings_origins
+from .cost import cost_figures, cost_sentences
+from .origins import settings_origins
 from ..sink import NO_LABEL
 from .advice import bottleneck
 from .figures import (engine_as_run, environment_figures, model_figures, output_figures, plan_figures, rounded,
@@ -35,8 +35,8 @@ KEYS = (
     "input",             # source.describe() (tilepipe.sources) and the plan's megapixels
     "output",            # figures.output_figures
     "model",             # figures.model_figures
-    "cost",              # tilepipe.cost.cost_figures; "sentences": tilepipe.cost.cost_sentences
-    "settings",          # tilepipe.origins.settings_origins
+    "cost",              # cost.cost_figures; "sentences": cost.cost_sentences
+    "settings",          # origins.settings_origins
     "engine",            # figures.engine_as_run
     "plan",              # figures.plan_figures
     "timing",            # figures.timing_figures

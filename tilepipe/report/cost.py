@@ -4,7 +4,7 @@ stays affordable, each sentence carrying a figure of this run or a catalog id.
 :func:`cost_figures` counts (on the meta device, at the run's tile size) the multiply-adds of each
 stage of the network, of its backbone's convolutions by kernel shape, of the same network at its
 other output stride, and of the lighter torchvision models on the same tile. :func:`cost_sentences`
-is a pure function of the summary's figures, like :mod:`tilepipe.report.tactics`. A sentence that cites a
+is a pure function of the summary's figures, like :mod:`.tactics`. A sentence that cites a
 paper also carries the phrase of that paper's catalog entry it rests on (``quotes``), so a test can
 check that no paper is cited for a claim its entry does not hold: the three seed papers
 (2406.05612, 2308.08504, 2306.14113) are image-classification and training-data studies, and the
@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import torch
 
-from .model.architectures import REGISTRY
-from .model.costs import conv_macs_by_kernel, count_macs, macs_by_stage
+from ..model.architectures import REGISTRY
+from ..model.costs import conv_macs_by_kernel, count_macs, macs_by_stage
 
 LIGHTER = ("deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large")
 PUBLISHED_MIOU = "COCO-val2017-VOC-labels"
