@@ -16,6 +16,7 @@ from typing import Callable
 
 from .catalog import load_catalog
 
+
 @dataclass(frozen=True)
 class Tactic:
     id: str
