@@ -23,7 +23,8 @@ from _common import build_crop
 from baselines import measure_monai, measure_naive, monai_crop_side
 from measure import (MB, Phase, measure_ceiling, memory_text, print_tilepipe, process_peak_rss, ratio, rounded,
                      run_kwargs, run_tilepipe)
-from tilepipe.pipeline import prepare, resolve_options
+from tilepipe.pipeline import resolve_options
+from tilepipe.preparation import prepare
 
 TARGETS = {"tilepipe_over_ceiling_per_lattice": 0.85, "tilepipe_over_monai": 1.5, "tilepipe_over_naive": 5.0,
            "gpu_busy_fraction": 0.90}

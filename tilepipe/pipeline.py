@@ -1,7 +1,8 @@
 """The Python API: plan a run, run it, open its result. The CLI is a thin layer over this.
 
 A run validates everything it can before it creates any output (the input opens and its last
-block reads, the weights load, the output is free or ``overwrite`` is set), then runs the blocks,
+block reads, the weights load: :mod:`tilepipe.preparation`; the output is free or ``overwrite``
+is set, or for ``resume`` the store's fingerprint matches: :mod:`tilepipe.resume`), then runs the blocks,
 writes the summary, and only then marks the store complete.
 
 Each run has a run id. It holds the store's lease (:mod:`tilepipe.lease`) from before it looks at
@@ -16,18 +17,14 @@ import logging
 import os
 import time
 import uuid
-from dataclasses import dataclass, field, replace
 
-from .blocks import RunContext
 from .config import Settings, resolve_settings
-from .engine import EngineOptions, cached_engine
 from .errors import TilepipeError
-from .grid import TileGrid
 from .lease import Lease
-from .model import CardFile, ModelCard, ModelSpec, model_card
+from .model import model_card
 from .model.compare import compare_architectures
 from .options import RunOptions
-from .partition import Plan
+from .preparation import make_plan, open_input, prepare
 from .pyramid import build_pyramid
 from .report.preview import PREVIEW_SIZE, write_preview
 from .report.progress import Progress
@@ -37,9 +34,7 @@ from .resume import fingerprint, open_for_resume
 from .schedule import Scheduling, runner
 from .sink import NO_LABEL, MaskStore, check_output, remove_output
 from .sizing import estimate_peak_memory, resolved_workers
-from .sources import SourceSpec, open_source
 from .sources.geotiff import bounded_gdal_cache
-from .sources.scaling import ScalingRequest
 
 log = logging.getLogger("tilepipe")
 
@@ -52,75 +47,9 @@ class RunFailed(TilepipeError):
         self.summary = summary
 
 
-@dataclass(frozen=True)
-class Prepared:
-    options: RunOptions
-    source: object
-    model: ModelCard
-    engine: object | None
-    """The loaded engine when the blocks run in this process; None when they run on workers
-    (the client never puts the model on a device)."""
-    plan: Plan
-    context: RunContext
-    origins: dict = field(default_factory=dict)
-    """Where each option's value came from (see :func:`tilepipe.config.resolve_settings`)."""
-    card_file: CardFile | None = None
-    """The model card file the options came from, if any."""
-
-
 def resolve_options(config=None, options: RunOptions | None = None, **overrides) -> RunOptions:
     """Defaults, a model card, the YAML ``config`` file, then ``options``/keyword overrides."""
     return resolve_settings(config, options, **overrides).options
-
-
-def _scaling_request(options: RunOptions, card_file: CardFile | None) -> ScalingRequest:
-    if options.scaling != "card":
-        return ScalingRequest.parse(options.scaling, options.percentiles)
-    if card_file is None or card_file.scaling is None:
-        raise TilepipeError("--scaling card needs a model card with a 'scaling' key (--model-card PATH)")
-    scaling = card_file.scaling
-    return ScalingRequest("card", tuple(options.percentiles), per_band=(scaling.low, scaling.high),
-                          clip=scaling.clip, origin=card_file.path)
-
-
-def _specs(input: str, options: RunOptions, card_file: CardFile | None) -> tuple[SourceSpec, ModelSpec, EngineOptions]:
-    scaling = _scaling_request(options, card_file)
-    source = SourceSpec(path=str(input), bands=options.bands, scaling=scaling, series=options.series,
-                        window=options.window, level=options.level, select=options.select)
-    model = ModelSpec(architecture=options.model, weights=str(options.weights), output_stride=options.output_stride,
-                      num_classes=options.num_classes, class_names=options.class_names,
-                      normalise=scaling.method != "card")
-    engine = EngineOptions(device=options.device, precision=options.precision, batch_size=options.batch_size,
-                           compile=options.compile)
-    return source, model, engine
-
-
-def _open(input: str, options: RunOptions, card_file: CardFile | None, run_id: str = ""):
-    """The source, and the model spec told how many bands the source gives."""
-    source_spec, model_spec, engine_options = _specs(input, options, card_file)
-    source = open_source(source_spec, run_id)
-    return source_spec, source, replace(model_spec, bands=len(source.bands)), engine_options
-
-
-def _make_plan(source, options: RunOptions, output_stride: int) -> Plan:
-    grid = TileGrid(options.tile_size, options.overlap, output_stride)
-    return Plan(source.height, source.width, grid, options.chunk_size, options.block_size, source.depth,
-                getattr(source, "volumes", None))
-
-
-def prepare(input: str, output: str, options: RunOptions, run_id: str = "", load_engine: bool = True,
-            settings: Settings | None = None) -> Prepared:
-    """Open the source, read the model's card and build the plan; creates nothing. With
-    ``load_engine`` (blocks running in this process) the engine is loaded too, so that weights
-    that do not load are refused before any output exists."""
-    settings = settings or Settings(options)
-    source_spec, source, model_spec, engine_options = _open(input, options, settings.card_file, run_id)
-    engine = cached_engine(model_spec, engine_options) if load_engine else None
-    card = engine.model.card if engine else model_card(model_spec)
-    plan = _make_plan(source, options, card.output_stride)
-    context = RunContext(source_spec, model_spec, engine_options, plan, str(output), options.blending,
-                         options.probabilities, run_id)
-    return Prepared(options, source, card, engine, plan, context, settings.origins, settings.card_file)
 
 
 def plan(input: str, config=None, compare: bool = False, *, options: RunOptions | None = None,
@@ -131,10 +60,10 @@ def plan(input: str, config=None, compare: bool = False, *, options: RunOptions 
     ``preview``: also draw the plan over a thumbnail of the input to this PNG."""
     settings = resolve_settings(config, options, **overrides)
     options = settings.options
-    _, source, model_spec, _ = _open(input, options, settings.card_file)
+    _, source, model_spec, _ = open_input(input, options, settings.card_file)
     model = model_card(model_spec)
     stride, num_classes, parameters = model.output_stride, model.num_classes, model.parameters
-    p = _make_plan(source, options, stride)
+    p = make_plan(source, options, stride)
     if preview_size < 16:
         raise TilepipeError(f"--preview-size {preview_size}: must be at least 16 px")
     drawn = None

@@ -11,7 +11,7 @@ from .errors import TilepipeError
 from .sink import MaskStore
 
 if TYPE_CHECKING:
-    from .pipeline import Prepared
+    from .preparation import Prepared
 
 
 def fingerprint(prepared: Prepared, engine_kind: dict) -> dict:
