@@ -135,7 +135,7 @@ def measure_monai(crop: Path, store: Path, engine, batch: int, args) -> dict:
     device, module, precision = engine.device, engine.module, engine.precision
     mean, std = engine.mean, engine.std  # the model's normalisation, on the device
     tile = args.tile_size
-    source = open_source(SourceSpec(str(crop)))  # the same intensity scaling tilepipe uses
+    source = open_source(SourceSpec(path=str(crop)))  # the same intensity scaling tilepipe uses
     low = torch.tensor(source.scaling.low, dtype=torch.float32, device=device)[:, None, None]
     span = torch.tensor(source.scaling.high, dtype=torch.float32, device=device)[:, None, None] - low
 

@@ -76,7 +76,7 @@ def read_frames_child(path: str) -> None:
     from tilepipe.sources import SourceSpec, open_source
 
     start = time.perf_counter()
-    source = open_source(SourceSpec(path))
+    source = open_source(SourceSpec(path=path))
     opened = time.perf_counter()
     windows = frame_windows(source)
     for window, plane in windows:

@@ -101,7 +101,7 @@ def host_profile(image: Path, plan: Plan, store: MaskStore, batch: int, blocks: 
     # fresh sources (not open_source's cached ones): new GDAL handles, so no block decoded earlier
     # in this process is served from GDAL's block cache; within the loop, a halo that the previous
     # block already decoded is served from it, as in a run
-    deflate, raw = GeoTiffSource(SourceSpec(str(image))), GeoTiffSource(SourceSpec(str(raw_path)))
+    deflate, raw = GeoTiffSource(SourceSpec(path=str(image))), GeoTiffSource(SourceSpec(path=str(raw_path)))
     totals = dict.fromkeys(("read_uncompressed", "read_deflate", "cut", "mask", "write", "batch_copy"), 0.0)
     pixels_read = 0
     for i in indices:
@@ -152,7 +152,7 @@ def warm_page_cache(path: Path) -> None:
 
 def host_only(args, image: Path) -> dict:
     stride = args.output_stride or 8  # the real model's lattice, as on the GPU run this stands for
-    source = open_source(SourceSpec(str(image)))
+    source = open_source(SourceSpec(path=str(image)))
     plan = Plan(source.height, source.width, TileGrid(args.tile_size, args.overlap, stride), args.chunk_size,
                 args.block_size)
     batch = args.batch_size if args.batch_size != "auto" else 4

@@ -28,10 +28,10 @@ def calibrated_checkpoint(args, image: Path, tile: int) -> Path:
     path = args.workdir / f"deeplabv3_resnet101_random_bncal_{image.stem}_{tile}.pth"
     if path.exists():
         return path
-    loaded = load_model(ModelSpec("deeplabv3_resnet101", "none", 8))
+    loaded = load_model(ModelSpec(architecture="deeplabv3_resnet101", weights="none", output_stride=8))
     device = args.device_obj
     module = loaded.module.to(device)
-    source = open_source(SourceSpec(str(image)))
+    source = open_source(SourceSpec(path=str(image)))
     rng = np.random.default_rng(0)
     mean = torch.tensor(loaded.mean, device=device)[None, :, None, None]
     std = torch.tensor(loaded.std, device=device)[None, :, None, None]
@@ -81,11 +81,13 @@ def stride_tradeoff(args, image: Path) -> dict:
         kwargs = run_kwargs(args, model="deeplabv3_resnet101", weights=checkpoint, output_stride=stride)
         r = run_tilepipe(crop, args.workdir / f"throughput_stride{stride}.zarr", kwargs, keep_mask=True)
         masks[stride] = r.pop("_mask")
-        loaded = cached_model(ModelSpec("deeplabv3_resnet101", checkpoint, stride, bands=3))  # the run's, cached
+        loaded = cached_model(ModelSpec(architecture="deeplabv3_resnet101", weights=checkpoint, output_stride=stride,
+                                        bands=3))  # the run's, cached
         tile_hw = (min(args.tile_size, side), min(args.tile_size, side))
         r["macs_per_tile"] = loaded.macs_per_tile(*tile_hw, output_stride=stride)
         r["macs_counted_on"] = list(tile_hw)
-        engine = cached_engine(loaded.spec, EngineOptions(args.device, args.precision, args.batch_size, args.compile))
+        engine = cached_engine(loaded.spec, EngineOptions(device=args.device, precision=args.precision,
+                                                          batch_size=args.batch_size, compile=args.compile))
         batch = min(engine.batch_size_for(*tile_hw), r["tiles_computed"])
         with Phase(engine.device) as phase:
             r["ceiling"] = measure_ceiling(engine, tile_hw, batch, args.ceiling_seconds)

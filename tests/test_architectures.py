@@ -74,7 +74,7 @@ def test_checkpoint_round_trip_gives_torchvisions_outputs(name, tmp_path):
     source = torchvision_model(name, aux=not name.startswith("lraspp"))
     path = tmp_path / f"{name}.pth"
     torch.save(source.state_dict(), path)
-    loaded = load_model(ModelSpec(name, str(path)))
+    loaded = load_model(ModelSpec(architecture=name, weights=str(path)))
     assert loaded.num_classes == 5 and loaded.in_channels == 3 and not loaded.random_weights
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
@@ -83,23 +83,24 @@ def test_checkpoint_round_trip_gives_torchvisions_outputs(name, tmp_path):
 
 def test_published_weights_by_enum_name_offline_say_what_to_do(offline_weights):
     with pytest.raises(TilepipeError) as err:
-        load_model(ModelSpec("lraspp_mobilenet_v3_large", "COCO_WITH_VOC_LABELS_V1"))
+        load_model(ModelSpec(architecture="lraspp_mobilenet_v3_large", weights="COCO_WITH_VOC_LABELS_V1"))
     assert "lraspp_mobilenet_v3_large-d234d4ea.pth" in str(err.value) and "--weights PATH" in str(err.value)
-    geometry = model_card(ModelSpec("fcn_resnet50", "FCN_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1"))
+    geometry = model_card(ModelSpec(architecture="fcn_resnet50",
+                                    weights="FCN_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1"))
     assert geometry.num_classes == 21 and geometry.class_names[0] == "__background__"
 
 
 def test_unknown_architecture_and_foreign_checkpoints_are_clear_errors(tmp_path):
     with pytest.raises(TilepipeError, match="choose one of deeplabv3_resnet101"):
-        load_model(ModelSpec("unet"))
+        load_model(ModelSpec(architecture="unet"))
     torch.save({"model_state": torchvision_model("fcn_resnet50").state_dict()}, tmp_path / "vainf.pth")
     with pytest.raises(TilepipeError, match="DeepLabV3Plus-Pytorch checkpoint, but that repository has no fcn_resnet50"):
-        load_model(ModelSpec("fcn_resnet50", str(tmp_path / "vainf.pth")))
+        load_model(ModelSpec(architecture="fcn_resnet50", weights=str(tmp_path / "vainf.pth")))
     torch.save(torchvision_model("fcn_resnet50").state_dict(), tmp_path / "fcn.pth")
     with pytest.raises(TilepipeError, match="keys do not match deeplabv3_resnet50"):
-        load_model(ModelSpec("deeplabv3_resnet50", str(tmp_path / "fcn.pth")))
+        load_model(ModelSpec(architecture="deeplabv3_resnet50", weights=str(tmp_path / "fcn.pth")))
     with pytest.raises(TilepipeError, match="supports 16"):
-        load_model(ModelSpec("lraspp_mobilenet_v3_large", "none", output_stride=8))
+        load_model(ModelSpec(architecture="lraspp_mobilenet_v3_large", weights="none", output_stride=8))
 
 
 @pytest.mark.parametrize("name", ARCHITECTURES)

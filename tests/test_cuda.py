@@ -28,7 +28,8 @@ TF32_TOLERANCE = dict(rtol=0.0, atol=5e-3)
 
 
 def engine(model: str = "standin", **options) -> Engine:
-    return Engine(load_model(ModelSpec(model, "none")), EngineOptions(**{"device": "cuda", **options}))
+    return Engine(load_model(ModelSpec(architecture=model, weights="none")),
+                  EngineOptions(**{"device": "cuda", **options}))
 
 
 def tiles(n: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -38,7 +39,8 @@ def tiles(n: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 def reference(images: np.ndarray, valid: np.ndarray) -> torch.Tensor:
     """The stand-in's probabilities on the CPU in fp32: the oracle for the device's."""
-    cpu = Engine(load_model(ModelSpec("standin", "none")), EngineOptions(device="cpu", batch_size=len(images)))
+    cpu = Engine(load_model(ModelSpec(architecture="standin", weights="none")),
+                 EngineOptions(device="cpu", batch_size=len(images)))
     return cpu.predict(cpu.upload(images, valid))[0]
 
 
@@ -71,7 +73,7 @@ def calibrated_resnet(images: np.ndarray):
     """DeepLabV3-ResNet101 with random weights whose BatchNorm statistics are recomputed on these
     tiles, so activations have a trained network's scales: uncalibrated, a random ResNet-101's
     activations grow past fp16's range (65504) and its fp16 output is NaN."""
-    loaded = load_model(ModelSpec("deeplabv3_resnet101", "none", 8))
+    loaded = load_model(ModelSpec(architecture="deeplabv3_resnet101", weights="none", output_stride=8))
     module = loaded.module.cuda()
     for m in module.modules():
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):

@@ -86,7 +86,7 @@ def test_shuffled_series_follows_image_position_and_keeps_its_attributes(shuffle
 def test_each_plane_holds_the_file_at_that_position(shuffled_series):
     folder, out, _, _ = shuffled_series
     d = tilepipe.open(out).group.attrs["dicom"]
-    source = open_source(SourceSpec(str(folder)))
+    source = open_source(SourceSpec(path=str(folder)))
     for z in (0, 7, 14):
         pixels, valid = source.read(Window(-3, -3, 70, 70), z)
         expected = pixel_array(d["source_files"][z])
@@ -96,7 +96,7 @@ def test_each_plane_holds_the_file_at_that_position(shuffled_series):
 
 def test_reads_from_many_threads_match_sequential_reads(shuffled_series):
     folder = shuffled_series[0]
-    source = DicomSource(SourceSpec(str(folder)))
+    source = DicomSource(SourceSpec(path=str(folder)))
     expected = [source.read(Window(0, 0, 64, 64), z)[0] for z in range(15)]
     got: dict[int, np.ndarray] = {}
 
@@ -116,8 +116,8 @@ def test_a_dicomdir_opens_the_series_it_indexes(tmp_path, shuffled_series):
     for f in sorted(dicom_data("series_mr_ge_epi").iterdir()):
         fileset.add(f)
     fileset.write(tmp_path / "media")
-    via_dicomdir = open_source(SourceSpec(str(tmp_path / "media" / "DICOMDIR")))
-    via_folder = open_source(SourceSpec(str(shuffled_series[0])))
+    via_dicomdir = open_source(SourceSpec(path=str(tmp_path / "media" / "DICOMDIR")))
+    via_folder = open_source(SourceSpec(path=str(shuffled_series[0])))
     assert via_dicomdir.depth == 15
     assert (via_dicomdir.geometry()["dicom"]["sop_instance_uids"]
             == via_folder.geometry()["dicom"]["sop_instance_uids"])
@@ -126,8 +126,8 @@ def test_a_dicomdir_opens_the_series_it_indexes(tmp_path, shuffled_series):
 def test_dispatch_by_folder_preamble_or_extension(tmp_path):
     dcm = dicom_data("single", "MR_small.dcm")
     no_extension = Path(shutil.copyfile(dcm, tmp_path / "IM0001"))
-    assert isinstance(open_source(SourceSpec(str(no_extension))), DicomSource)
-    assert isinstance(open_source(SourceSpec(str(shared_file("geotiff", "rmnp-rgb.tif")))), GeoTiffSource)
+    assert isinstance(open_source(SourceSpec(path=str(no_extension))), DicomSource)
+    assert isinstance(open_source(SourceSpec(path=str(shared_file("geotiff", "rmnp-rgb.tif")))), GeoTiffSource)
 
 
 # --- compressed syntaxes, multi-frame ----------------------------------------------------------
@@ -151,12 +151,13 @@ def test_mr_small_compressed_variants_match_the_uncompressed_file(tmp_path):
     reference_path = dicom_data("single", "MR_small.dcm")
     run(reference_path, tmp_path / "reference.zarr")
     reference = mask_of(tmp_path / "reference.zarr")
-    reference_pixels = open_source(SourceSpec(str(reference_path))).read(Window(0, 0, 64, 64), 0)[0]
+    reference_pixels = open_source(SourceSpec(path=str(reference_path))).read(Window(0, 0, 64, 64), 0)[0]
     for name in ("MR_small_RLE.dcm", "MR_small_jp2klossless.dcm", "MR_small_jpeg_ls_lossless.dcm"):
         path = dicom_data("compressed", name)
         run(path, tmp_path / f"{name}.zarr")
         assert np.array_equal(mask_of(tmp_path / f"{name}.zarr"), reference), name
-        assert np.array_equal(open_source(SourceSpec(str(path))).read(Window(0, 0, 64, 64), 0)[0], reference_pixels)
+        pixels = open_source(SourceSpec(path=str(path))).read(Window(0, 0, 64, 64), 0)[0]
+        assert np.array_equal(pixels, reference_pixels)
 
 
 def test_a_syntax_without_decoder_names_it_and_what_to_install(monkeypatch):
@@ -170,28 +171,28 @@ def test_a_syntax_without_decoder_names_it_and_what_to_install(monkeypatch):
     with pytest.raises(TilepipeError, match=r"jp2klossless.dcm: transfer syntax JPEG 2000 Image Compression "
                                             r"\(Lossless Only\) needs a decoder plugin; install it with: "
                                             r"pip install pylibjpeg pylibjpeg-openjpeg"):
-        DicomSource(SourceSpec(path))
+        DicomSource(SourceSpec(path=path))
 
     def unsupported(syntax):
         raise NotImplementedError(syntax)
 
     monkeypatch.setattr(dicom_pixels, "get_decoder", unsupported)
     with pytest.raises(TilepipeError, match="has no pydicom decoder"):
-        DicomSource(SourceSpec(path))
+        DicomSource(SourceSpec(path=path))
 
 
 def test_a_deflated_file_is_inflated_to_decode():
     from pydicom.data import get_testdata_file
 
     path = get_testdata_file("image_dfl.dcm")  # ships with pydicom
-    source = open_source(SourceSpec(path))
+    source = open_source(SourceSpec(path=path))
     pixels, _ = source.read(Window(0, 0, source.height, source.width), 0)
     ds = pydicom.dcmread(path)
     assert np.array_equal(pixels[0], apply_rescale(ds.pixel_array, ds))
 
 
 def test_ybr_jpeg_frames_come_out_as_rgb():
-    source = open_source(SourceSpec(str(dicom_data("multiframe", "examples_ybr_color.dcm"))))
+    source = open_source(SourceSpec(path=str(dicom_data("multiframe", "examples_ybr_color.dcm"))))
     assert source.depth == 30 and source.bands == (1, 2, 3) and source.dtype == np.uint8
     pixels, _ = source.read(Window(0, 0, 240, 320), 7)
     assert np.array_equal(pixels, np.moveaxis(pixel_array(source.path, index=7), -1, 0))  # pydicom's RGB
@@ -210,7 +211,7 @@ def test_enhanced_mr_is_a_ten_slice_volume(tmp_path):
 def test_enhanced_functional_groups_order_and_calibrate_frames(tmp_path):
     source_path = dicom_data("multiframe", "emri_small.dcm")
     path = write_enhanced_with_positions(source_path, tmp_path / "enhanced.dcm", slope=2.0, intercept=-10.0)
-    source = open_source(SourceSpec(str(path)))
+    source = open_source(SourceSpec(path=str(path)))
     d = source.geometry()["dicom"]
     assert d["frame_numbers"] == list(range(10, 0, -1))  # frame 10 is the lowest slice
     assert d["pixel_spacing"] == [0.9, 0.9] and d["slice_spacing"] == pytest.approx(1.2)
@@ -231,7 +232,7 @@ def test_whole_slide_level_0_is_read_frame_by_frame(tmp_path, monkeypatch):
         return real(reader, index)
 
     monkeypatch.setattr(FrameReader, "frame", spy)  # frame by frame; that a frame reads only its bytes: test_dicom_frames
-    source = DicomSource(SourceSpec(str(folder)))
+    source = DicomSource(SourceSpec(path=str(folder)))
     assert (source.height, source.width) == (level0.TotalPixelMatrixRows, level0.TotalPixelMatrixColumns)
     assert source.depth is None  # one 2-D plane: the mask is (y, x)
     asked.clear()
@@ -248,18 +249,18 @@ def test_whole_slide_level_0_is_read_frame_by_frame(tmp_path, monkeypatch):
 def test_level_picks_a_smaller_level_and_a_bad_level_is_refused():
     folder = dicom_data("wsi_cmu1")
     level1 = pydicom.dcmread(folder / "level-1-frames-0-9.dcm", stop_before_pixels=True)
-    source = open_source(SourceSpec(str(folder), level=1))
+    source = open_source(SourceSpec(path=str(folder), level=1))
     assert (source.height, source.width) == (level1.TotalPixelMatrixRows, level1.TotalPixelMatrixColumns)
     assert source.geometry()["dicom"]["sop_instance_uids"] == [level1.SOPInstanceUID]
     level3 = folder / "level-3-frames-0-1.dcm"  # one 370 x 277 frame, unlike the files sorted before it
-    source = open_source(SourceSpec(str(folder), level=3))
+    source = open_source(SourceSpec(path=str(folder), level=3))
     pixels, valid = source.read(Window(0, 0, 400, 300))
     assert np.array_equal(pixels[:, :370, :277], np.moveaxis(pixel_array(level3, index=0), -1, 0))
     assert valid[:370, :277].all() and not valid[370:].any() and not valid[:, 277:].any()
     with pytest.raises(TilepipeError, match=r"--level 12: the slide has 12 level\(s\)"):
-        open_source(SourceSpec(str(folder), level=12))
+        open_source(SourceSpec(path=str(folder), level=12))
     with pytest.raises(TilepipeError, match="not a whole-slide image"):
-        open_source(SourceSpec(str(dicom_data("single", "MR_small.dcm")), level=1))
+        open_source(SourceSpec(path=str(dicom_data("single", "MR_small.dcm")), level=1))
 
 
 # --- intensities --------------------------------------------------------------------------------
@@ -267,29 +268,29 @@ def test_level_picks_a_smaller_level_and_a_bad_level_is_refused():
 def test_rescale_window_presets_and_file_window(tmp_path):
     write_ct_series(tmp_path / "ct", 3, window=(40, 400))
     path = str(tmp_path / "ct")
-    default = open_source(SourceSpec(path))
+    default = open_source(SourceSpec(path=path))
     pixels, _ = default.read(Window(0, 0, 64, 64), 1)
     assert np.array_equal(pixels[0], ct_phantom(64, 2.5))  # RescaleIntercept -1024 applied: HU
     assert (default.scaling.low, default.scaling.high) == ((-160.0,), (240.0,))
-    lung = open_source(SourceSpec(path, window="lung"))
+    lung = open_source(SourceSpec(path=path, window="lung"))
     assert lung.scaling.method == "window -600,1500 (lung)"
     assert (lung.scaling.low, lung.scaling.high) == ((-1350.0,), (150.0,))
-    given = open_source(SourceSpec(path, window="50,350"))
+    given = open_source(SourceSpec(path=path, window="50,350"))
     assert given.geometry()["dicom"]["window"] == {"center": 50.0, "width": 350.0, "source": "given"}
     with pytest.raises(TilepipeError, match="--window 'wide'"):
-        open_source(SourceSpec(path, window="wide"))
+        open_source(SourceSpec(path=path, window="wide"))
 
 
 def test_without_a_file_window_percentiles_are_used(tmp_path):
     write_ct_series(tmp_path / "ct", 3, window=None)
-    source = open_source(SourceSpec(str(tmp_path / "ct")))
+    source = open_source(SourceSpec(path=str(tmp_path / "ct")))
     assert source.scaling.method == "percentile 2-98" and source.geometry()["dicom"]["window"] is None
 
 
 def test_monochrome1_is_shown_as_a_viewer_shows_it(tmp_path):
     """A viewer applies the window to the file's values, then inverts MONOCHROME1; the network sees the same."""
     write_ct_series(tmp_path / "m1", 2, photometric="MONOCHROME1", window=(40, 400))
-    source = open_source(SourceSpec(str(tmp_path / "m1")))
+    source = open_source(SourceSpec(path=str(tmp_path / "m1")))
     pixels, _ = source.read(Window(0, 0, 64, 64), 0)
     hu = ct_phantom(64, 0.0)
     assert np.array_equal(pixels[0], 2047.0 - hu)  # mirrored within the 12-bit range rescaled by -1024
@@ -373,7 +374,7 @@ def test_a_header_cut_before_the_pixels_is_an_error(tmp_path):
     victim = tmp_path / "cut.dcm"
     victim.write_bytes(dicom_data("single", "CT_small.dcm").read_bytes()[:1500])
     with pytest.raises(TilepipeError, match="cut.dcm: .*truncated|cut.dcm: unreadable"):
-        open_source(SourceSpec(str(victim)))
+        open_source(SourceSpec(path=str(victim)))
 
 
 def test_a_dicom_without_pixel_data_is_an_error_alone_and_skipped_beside_a_series(tmp_path):
@@ -384,7 +385,7 @@ def test_a_dicom_without_pixel_data_is_an_error_alone_and_skipped_beside_a_serie
     folder = tmp_path / "with_sr"
     write_ct_series(folder, 3)
     write_sr(folder / "report.dcm")
-    assert open_source(SourceSpec(str(folder))).describe()["skipped_non_image_dicom"] == 1
+    assert open_source(SourceSpec(path=str(folder))).describe()["skipped_non_image_dicom"] == 1
 
 
 def test_stacks_that_cannot_be_one_volume_are_refused(tmp_path):
@@ -392,14 +393,14 @@ def test_stacks_that_cannot_be_one_volume_are_refused(tmp_path):
     write_ct_series(mixed / "axial", 3, series_uid="1.2.3.9")
     write_ct_series(mixed / "coronal", 3, series_uid="1.2.3.9", orientation=(1, 0, 0, 0, 0, -1))
     with pytest.raises(TilepipeError, match="mixes 2 slice orientations"):
-        open_source(SourceSpec(str(mixed)))
+        open_source(SourceSpec(path=str(mixed)))
     duplicate = tmp_path / "duplicate"
     write_ct_series(duplicate / "a", 3, series_uid="1.2.3.8")
     write_ct_series(duplicate / "b", 3, series_uid="1.2.3.8")
     with pytest.raises(TilepipeError, match="the same slice position"):
-        open_source(SourceSpec(str(duplicate)))
+        open_source(SourceSpec(path=str(duplicate)))
     sizes = tmp_path / "sizes"
     write_ct_series(sizes / "a", 2, series_uid="1.2.3.7")
     write_ct_series(sizes / "b", 2, size=32, series_uid="1.2.3.7")
     with pytest.raises(TilepipeError, match="rows x columns"):
-        open_source(SourceSpec(str(sizes)))
+        open_source(SourceSpec(path=str(sizes)))

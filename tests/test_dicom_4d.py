@@ -178,7 +178,7 @@ def test_volumes_of_different_slice_counts_are_refused_with_the_way_out(tmp_path
 def test_select_that_matches_nothing_is_refused(multi_echo, select, message):
     root = multi_echo[0]
     with pytest.raises(TilepipeError, match=message):
-        open_source(SourceSpec(str(root / "series"), select=select))
+        open_source(SourceSpec(path=str(root / "series"), select=select))
 
 
 def test_an_attribute_that_changes_with_every_slice_is_passed_over():

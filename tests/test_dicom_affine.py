@@ -87,7 +87,7 @@ def test_a_tilted_series_with_a_gap_has_no_affine_but_states_its_tilt(tmp_path):
     measured from the positions and stated."""
     orientation, positions = tilted_positions(9, 2.5, TILT)
     write_ct_series(tmp_path / "in", 9, orientation=orientation, positions=positions, skip=(4,), gantry_tilt=TILT)
-    source = open_source(SourceSpec(str(tmp_path / "in")))
+    source = open_source(SourceSpec(path=str(tmp_path / "in")))
     d = source.geometry()["dicom"]
     assert d["affine"] is None and "1 gap(s)" in d["irregular_slices"]
     assert d["gantry_tilt_degrees"] == pytest.approx(TILT, abs=0.01)
@@ -99,7 +99,7 @@ def test_a_tilted_series_with_a_gap_has_no_affine_but_states_its_tilt(tmp_path):
 def test_uneven_spacing_without_a_gap_writes_no_affine(tmp_path):
     steps = [0.0, 2.0, 4.0, 6.6, 8.6, 10.6]  # one step 30 % long: uneven, not a missing slice
     write_ct_series(tmp_path / "uneven", 6, positions=[(-160.0, -160.0, z) for z in steps])
-    source = open_source(SourceSpec(str(tmp_path / "uneven")))
+    source = open_source(SourceSpec(path=str(tmp_path / "uneven")))
     d = source.geometry()["dicom"]
     assert d["affine"] is None and "uneven slice spacing" in d["irregular_slices"]
     assert any("no affine" in w for w in source.warnings)
@@ -127,7 +127,7 @@ def test_real_affines_reproduce_every_image_position(name):
     """The GE EPI series (axial, 5 mm) and the Philips MPRAGE (176 sagittal frames, oblique: each
     frame's origin steps (-1.0, 0, +0.034) mm) against their own headers."""
     path = dicom_data("series_mr_ge_epi") if name == "series_mr_ge_epi" else dicom_data("enhanced", "philips_mprage.dcm")
-    d = open_source(SourceSpec(str(path))).geometry()["dicom"]
+    d = open_source(SourceSpec(path=str(path))).geometry()["dicom"]
     affine = np.asarray(d["affine"])
     if name == "series_mr_ge_epi":
         found = headers(sorted(path.iterdir()))

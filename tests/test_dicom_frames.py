@@ -123,7 +123,7 @@ def test_a_source_parses_its_file_twice_at_most_whatever_it_reads(monkeypatch):
     """Once to find the series (headers only), once for the frame reader: never once a frame."""
     path = dicom_data(*ENHANCED)
     parses = counting_parses(monkeypatch, path)
-    source = DicomSource(SourceSpec(str(path)))
+    source = DicomSource(SourceSpec(path=str(path)))
     for plane in range(source.depth):
         source.read(Window(0, 0, source.height, source.width), plane)
     assert source.depth == 176 and len(parses) <= 2

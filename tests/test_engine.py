@@ -13,7 +13,7 @@ from tilepipe.model import ModelSpec, load_model
 
 
 def standin_engine(**options) -> Engine:
-    return Engine(load_model(ModelSpec("standin", "none")), EngineOptions(device="cpu", **options))
+    return Engine(load_model(ModelSpec(architecture="standin", weights="none")), EngineOptions(device="cpu", **options))
 
 
 def batch(n: int, size: int = 32, seed: int = 0):
@@ -86,7 +86,7 @@ def test_cuda_requested_without_cuda_is_a_clear_error():
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     with pytest.raises(TilepipeError, match="CUDA is not available"):
-        Engine(load_model(ModelSpec("standin", "none")), EngineOptions(device="cuda"))
+        Engine(load_model(ModelSpec(architecture="standin", weights="none")), EngineOptions(device="cuda"))
 
 
 def test_cpu_runs_claim_no_gpu_tactics_and_peaks_are_known_for_gpus():

@@ -77,7 +77,7 @@ def test_busy_fraction_needs_a_steady_state():
 
 
 def test_cpu_engine_times_on_the_host_and_reports_no_gpu_busy_fraction():
-    engine = Engine(load_model(ModelSpec("standin", "none")), EngineOptions(device="cpu"))
+    engine = Engine(load_model(ModelSpec(architecture="standin", weights="none")), EngineOptions(device="cpu"))
     _, timer = engine.predict(engine.upload(np.zeros((2, 3, 16, 16), np.float32), np.ones((2, 16, 16), bool)))
     assert timer.seconds > 0
     assert engine.describe()["gpu_busy_fraction"] is None

@@ -81,7 +81,7 @@ def test_deeplabv3plus_resnet50_os8_checkpoint_loads_as_deeplabv3_resnet50(tmp_p
                                  [torch.rand(2, 3, 64, 64)])
     path = tmp_path / "best_deeplabv3_resnet50_voc_os8.pth"
     torch.save({"model_state": source.state_dict(), "best_score": np.float64(0.5)}, path)
-    loaded = load_model(ModelSpec("deeplabv3_resnet50", str(path)))
+    loaded = load_model(ModelSpec(architecture="deeplabv3_resnet50", weights=str(path)))
     assert loaded.output_stride == 8 and loaded.weights_format == "DeepLabV3Plus-Pytorch"
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():

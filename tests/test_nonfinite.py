@@ -116,7 +116,7 @@ def test_valid_pixels_the_quick_sample_misses_are_found_by_the_scan(tmp_path):
     data = np.full((1, 2048, 2048), np.nan, np.float32)
     data[0, 500:520, 500:520] = 100 + np.arange(400, dtype=np.float32).reshape(20, 20) / 4
     path = write_geotiff(tmp_path / "patch.tif", data)
-    scaling = open_source(SourceSpec(str(path))).scaling
+    scaling = open_source(SourceSpec(path=str(path))).scaling
     assert scaling.method.startswith("percentile") and "whole image" in scaling.sample
     assert 100 <= scaling.low[0] < scaling.high[0] <= 200
 
@@ -176,7 +176,7 @@ def test_percentile_statistics_drop_a_pixel_with_any_non_finite_band():
 @pytest.mark.parametrize("on_device_scaling", [False, True], ids=["host-scaled", "device-scaled"])
 def test_engine_gives_finite_probabilities_for_non_finite_invalid_pixels(on_device_scaling):
     """Whatever an invalid pixel holds (NaN, Inf, garbage), the network sees exact zeros there."""
-    engine = Engine(load_model(ModelSpec("standin", "none")), EngineOptions(device="cpu"))
+    engine = Engine(load_model(ModelSpec(architecture="standin", weights="none")), EngineOptions(device="cpu"))
     rng = np.random.default_rng(0)
     images = rng.random((2, 3, 32, 32), dtype=np.float32)
     valid = np.ones((2, 32, 32), bool)
@@ -208,7 +208,7 @@ def test_num_classes_of_255_or_more_is_refused_before_any_output(tmp_path, model
 
 
 def test_num_classes_254_is_accepted():
-    assert load_model(ModelSpec("standin", "none", num_classes=254)).num_classes == 254
+    assert load_model(ModelSpec(architecture="standin", weights="none", num_classes=254)).num_classes == 254
 
 
 def test_a_checkpoint_with_255_classes_is_refused(tmp_path):
@@ -216,4 +216,4 @@ def test_a_checkpoint_with_255_classes_is_refused(tmp_path):
     ckpt = tmp_path / "wide.pth"
     torch.save({"classifier.4.weight": torch.zeros(255, 256, 1, 1)}, ckpt)
     with pytest.raises(TilepipeError, match=r"wide\.pth.*255-class head.*255.*no-data"):
-        load_model(ModelSpec("deeplabv3_resnet101", str(ckpt)))
+        load_model(ModelSpec(architecture="deeplabv3_resnet101", weights=str(ckpt)))

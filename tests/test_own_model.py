@@ -181,7 +181,8 @@ def test_raw_tiles_scaled_by_the_engine_match_the_host_scaling(clip):
 
     low, high = (10.0, 20.0, 0.0, 5.0), (60.0, 40.0, 255.0, 9.0)
     scaling = IntensityScaling("model card", low, high, "card", clip)
-    engine = Engine(load_model(ModelSpec("standin", "none", bands=4, normalise=False)), EngineOptions(device="cpu"))
+    engine = Engine(load_model(ModelSpec(architecture="standin", weights="none", bands=4, normalise=False)),
+                    EngineOptions(device="cpu"))
     raw = np.random.default_rng(0).integers(0, 256, (2, 4, 24, 24)).astype(np.uint8)
     valid = np.ones((2, 24, 24), bool)
     lo, hi = np.array(low)[:, None, None], np.array(high)[:, None, None]

@@ -256,12 +256,12 @@ def test_the_model_card_needs_no_device_and_matches_the_loaded_model(tmp_path):
     good, wrong = tmp_path / "four.pth", tmp_path / "narrow.pth"
     torch.save(StandIn(4).state_dict(), good)
     torch.save(StandIn(4, width=6).state_dict(), wrong)  # the class count comes from the file; the width cannot
-    spec = ModelSpec("standin", str(good))
+    spec = ModelSpec(architecture="standin", weights=str(good))
     card = model_card(spec)
     assert card == load_model(spec).card
     assert card.parameters == (3 * 8 * 9 + 8) + (8 * 4 * 9 + 4)  # 516: two 3x3 convolutions' weights and biases
     with pytest.raises(tilepipe.TilepipeError, match="narrow.pth: keys do not match standin"):
-        model_card(ModelSpec("standin", str(wrong)))
+        model_card(ModelSpec(architecture="standin", weights=str(wrong)))
 
 
 def test_a_lease_taken_over_is_neither_renewed_nor_removed_by_its_old_holder(tmp_path):

@@ -50,13 +50,13 @@ def test_one_band_is_replicated_to_three_channels(tmp_path):
 def test_float_input_uses_percentiles_from_a_sample_and_says_so(tmp_path):
     data = smooth_image(300, 300, dtype=np.uint16).astype(np.float32) / 7.5 - 100.0
     path = write_geotiff(tmp_path / "f.tif", data)
-    source = open_source(SourceSpec(str(path)))
+    source = open_source(SourceSpec(path=str(path)))
     assert source.scaling.method == "percentile 2-98"
     # from a sample of windows, not the whole raster: near, not equal to, the full 2nd percentile
     assert np.percentile(data[0], 0.5) <= source.scaling.low[0] <= np.percentile(data[0], 5)
     assert np.percentile(data[0], 95) <= source.scaling.high[0] <= np.percentile(data[0], 99.5)
     assert "windows" in source.scaling.sample
-    fixed = open_source(SourceSpec(str(path), scaling=ScalingRequest.parse("-100,400")))
+    fixed = open_source(SourceSpec(path=str(path), scaling=ScalingRequest.parse("-100,400")))
     assert (fixed.scaling.low, fixed.scaling.high) == ((-100.0,) * 3, (400.0,) * 3)
     summary = tilepipe.run(str(path), str(tmp_path / "f.zarr"), **STANDIN)
     assert summary["input"]["scaling"]["method"] == "percentile 2-98"
@@ -65,7 +65,7 @@ def test_float_input_uses_percentiles_from_a_sample_and_says_so(tmp_path):
 def test_dtype_scaling_rejects_floats_and_bad_requests(tmp_path):
     path = write_geotiff(tmp_path / "f.tif", np.zeros((3, 32, 32), np.float32))
     with pytest.raises(tilepipe.TilepipeError, match="needs an integer image"):
-        open_source(SourceSpec(str(path), scaling=ScalingRequest.parse("dtype")))
+        open_source(SourceSpec(path=str(path), scaling=ScalingRequest.parse("dtype")))
     with pytest.raises(tilepipe.TilepipeError, match="HIGH must be greater"):
         ScalingRequest.parse("5,1")
     with pytest.raises(tilepipe.TilepipeError, match="two numbers"):

@@ -53,7 +53,7 @@ def test_standin_tiled_matches_whole_image_pass(tmp_path):
     summary = tilepipe.run(str(path), str(out), model="standin", weights="none", tile_size=128, overlap=32,
                            chunk_size=128, block_size=256, blending="crop", probabilities=True)
     assert summary["plan"]["blocks"] >= 9 and summary["plan"]["lattice_tiles"] >= 36
-    model = load_model(ModelSpec("standin", "none"))
+    model = load_model(ModelSpec(architecture="standin", weights="none"))
     expected, valid = whole_image_probabilities(model.module, path, model.mean, model.std)
     group = zarr.open_group(str(out))
     probs = group["probabilities"][...].astype(np.float32) / 255.0

@@ -95,11 +95,12 @@ def touching(starts: tuple[int, ...], extent: int, lo: int, hi: int) -> tuple[in
 
 @dataclass(frozen=True)
 class TileGrid:
-    """The validated tiling options: tile size, overlap and the network's output stride."""
+    """The validated tiling options: tile size, overlap and the network's output stride (the run
+    options' defaults are declared in :mod:`tilepipe.options`, not here)."""
 
-    tile_size: int = 512
-    overlap: int = 64
-    output_stride: int = 8
+    tile_size: int
+    overlap: int
+    output_stride: int
 
     def __post_init__(self) -> None:
         from .errors import TilepipeError

@@ -16,7 +16,7 @@ from ..grid import Window
 from .scaling import IntensityScaling, ScalingRequest
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SourceSpec:
     """Everything needed to (re)open a source in any process."""
 
