@@ -58,7 +58,7 @@ def satellite_drift(text: str) -> list[str]:
     for key in keys.keys() & values.keys():
         option, value = keys[key], values[key]
         if (option.default if value is None else option.read(value)) != option.default:
-            problems.append(f"satellite.yaml: {key}: {value!r}, declared default {option.default!r}")
+            problems.append(f"satellite.yaml: {key}: {value}, declared default {option.default}")
         line = next(line for line in text.splitlines() if line.startswith(f"{key}:"))
         problems += [f"satellite.yaml: {key}'s comment does not name {c!r}" for c in option.parser.choices
                      if not re.search(rf"#.*\b{re.escape(c)}\b", line)]
@@ -114,5 +114,7 @@ def test_the_checks_fail_when_a_copy_drifts():
         "satellite.yaml: tile-size: 640, declared default 512"]
     assert satellite_drift(config.replace("tile-size:", "tile-sise:")) == [
         "satellite.yaml: no key tile-size", "satellite.yaml: key tile-sise is not an option"]
+    assert satellite_drift(config.replace("blending: gaussian ", "blending: crop     ")) == [
+        "satellite.yaml: blending: crop, declared default gaussian"]
     assert satellite_drift(config.replace("# gaussian | crop", "# gaussian")) == [
         "satellite.yaml: blending's comment does not name 'crop'"]
