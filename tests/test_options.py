@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 from click.testing import CliRunner
 
@@ -100,21 +101,27 @@ def test_run_help_shows_every_option_its_help_default_and_choices():
             assert f"[{'|'.join(option.parser.choices)}]" in text, option.name
 
 
-def test_the_checks_fail_when_a_copy_drifts():
-    """The checks above can fail: a README row or default, a YAML key or value that drifted is caught."""
-    readme = (ROOT / "README.md").read_text()
-    assert readme_drift(readme.replace("| `--overlap` |", "| `--overlapp` |")) == [
-        "README: no row for --overlap", "README: a row for --overlapp, which is not an option"]
-    assert readme_drift(readme.replace("| `--tile-size` | 512 |", "| `--tile-size` | 640 |")) == [
-        "README: --tile-size default '640', declared '512'"]
-    assert readme_drift(readme.replace("or `crop` (nearest", "or cropped (nearest")) == [
-        "README: --blending does not mention 'crop'"]
-    config = (ROOT / "configs" / "satellite.yaml").read_text()
-    assert satellite_drift(config.replace("tile-size: 512", "tile-size: 640")) == [
-        "satellite.yaml: tile-size: 640, declared default 512"]
-    assert satellite_drift(config.replace("tile-size:", "tile-sise:")) == [
-        "satellite.yaml: no key tile-size", "satellite.yaml: key tile-sise is not an option"]
-    assert satellite_drift(config.replace("blending: gaussian ", "blending: crop     ")) == [
-        "satellite.yaml: blending: crop, declared default gaussian"]
-    assert satellite_drift(config.replace("# gaussian | crop", "# gaussian")) == [
-        "satellite.yaml: blending's comment does not name 'crop'"]
+DRIFTS = [  # (check, file, text in it, drifted text, what the check must say)
+    (readme_drift, "README.md", "| `--overlap` |", "| `--overlapp` |",
+     ["README: no row for --overlap", "README: a row for --overlapp, which is not an option"]),
+    (readme_drift, "README.md", "| `--tile-size` | 512 |", "| `--tile-size` | 640 |",
+     ["README: --tile-size default '640', declared '512'"]),
+    (readme_drift, "README.md", "or `crop` (nearest", "or cropped (nearest",
+     ["README: --blending does not mention 'crop'"]),
+    (satellite_drift, "configs/satellite.yaml", "tile-size: 512", "tile-size: 640",
+     ["satellite.yaml: tile-size: 640, declared default 512"]),
+    (satellite_drift, "configs/satellite.yaml", "tile-size:", "tile-sise:",
+     ["satellite.yaml: no key tile-size", "satellite.yaml: key tile-sise is not an option"]),
+    (satellite_drift, "configs/satellite.yaml", "blending: gaussian ", "blending: crop     ",
+     ["satellite.yaml: blending: crop, declared default gaussian"]),
+    (satellite_drift, "configs/satellite.yaml", "# gaussian | crop", "# gaussian",
+     ["satellite.yaml: blending's comment does not name 'crop'"]),
+]
+
+
+@pytest.mark.parametrize("check, name, text, drifted, problems", DRIFTS, ids=[d[3] for d in DRIFTS])
+def test_the_checks_fail_when_a_copy_drifts(check, name, text, drifted, problems):
+    """The checks above can fail: a README row or default, a YAML key, value or comment that drifted is caught."""
+    original = (ROOT / name).read_text()
+    assert text in original
+    assert check(original.replace(text, drifted)) == problems
