@@ -98,6 +98,9 @@ def test_a_config_file_with_an_unknown_key_is_one_line_naming_the_file_and_the_k
     ("percentiles: [98, 2]\n", ("percentiles [98, 2]", "0 <= LOW < HIGH <= 100")),
     ("bands: [3, x]\n", ("bands [3, 'x']", "band numbers")),
     ("compile: maybe\n", ("compile maybe", "true or false")),
+    ("scaling: bright\n", ("--scaling 'bright'", "LOW,HIGH")),  # the grammars of sources/ say what they accept
+    ("window: wide\n", ("--window 'wide'", "CENTER,WIDTH", "lung")),
+    ("select: EchoNumbers\n", ("--select 'EchoNumbers'", "KEY=VALUE")),
 ])
 def test_a_bad_value_in_a_config_file_is_one_line_naming_the_file_the_key_and_what_it_accepts(tmp_path, text,
                                                                                                fragments):

@@ -125,3 +125,14 @@ def test_the_checks_fail_when_a_copy_drifts(check, name, text, drifted, problems
     original = (ROOT / name).read_text()
     assert text in original
     assert check(original.replace(text, drifted)) == problems
+
+
+def test_the_model_option_names_every_architecture_of_the_registry():
+    """``--model``'s names live in the model registry (reading it imports torch, which ``--help``
+    does not), so its help and its README row are held to the registry here."""
+    from tilepipe.model import REGISTRY
+
+    row = " ".join(readme_rows((ROOT / "README.md").read_text())["model"])
+    for name in REGISTRY:
+        assert re.search(rf"\b{name}\b", OPTIONS["model"].help), name
+        assert re.search(rf"\b{name}\b", row), name

@@ -63,7 +63,7 @@ def load_options(path: str | Path | None) -> RunOptions:
     try:
         return RunOptions().updated(**{str(key).replace("-", "_"): value for key, value in data.items()})
     except BadValue as exc:
-        raise TilepipeError(exc.message(f"{path}: {keys[exc.option.name]}")) from None
+        raise TilepipeError(exc.in_file(path, keys[exc.option.name])) from None
 
 
 def _read_mapping(path: Path) -> dict:

@@ -22,15 +22,20 @@ from .modes import Blending, OutputStride, Precision
 
 
 class BadValue(TilepipeError):
-    """A value an option does not accept: one line naming the option and what it accepts."""
+    """A value an option does not accept: one line naming the option and what it accepts.
+    ``detail``: that line as the module that owns the option's grammar wrote it."""
 
-    def __init__(self, option: Option, value: Any):
-        self.option, self.value = option, value
-        super().__init__(self.message(option.flag))
+    def __init__(self, option: Option, value: Any, detail: str | None = None):
+        self.option, self.value, self.detail = option, value, detail
+        super().__init__(detail or self.message(option.flag))
 
     def message(self, label: str) -> str:
         shown = self.value if isinstance(self.value, str) and self.value.strip() else repr(self.value)
         return f"{label} {shown}: expected {self.option.parser.accepted}"
+
+    def in_file(self, path, key: str) -> str:
+        """The line for a value written under ``key`` in the config file ``path``."""
+        return f"{path}: {self.detail}" if self.detail else self.message(f"{path}: {key}")
 
 
 @dataclass(frozen=True)
@@ -106,6 +111,35 @@ def listed(item: Callable, accepted: str, metavar: str, check: Callable[[tuple],
     return Parser(read, accepted, metavar)
 
 
+def grammar(check: Callable[[str], object], accepted: str) -> Parser:
+    """Text in a grammar that belongs to the module acting on it: ``check`` raises that module's
+    :class:`TilepipeError` (naming the flag and what it accepts) for text it does not accept."""
+    def read(value) -> str:
+        text = _text(value)
+        check(text)
+        return text
+    return Parser(read, accepted)
+
+
+def _scaling(text: str) -> None:
+    from .sources.scaling import ScalingRequest
+
+    if text != "card":  # the card's values: checked against the card when the source opens
+        ScalingRequest.parse(text)
+
+
+def _window(text: str) -> None:
+    from .sources.dicom_window import parse_window
+
+    parse_window(text)
+
+
+def _select(text: str) -> None:
+    from .sources.dicom_volumes import parse_select
+
+    parse_select(text)
+
+
 TEXT = Parser(_text, "text")
 SWITCH = Parser(_switch, "true or false", switch=True)
 BANDS = listed(_integer, "a list of 1-based band numbers, e.g. 3,2,1", "LIST")  # their range is the file's
@@ -154,6 +188,8 @@ class Option:
             return self.parser.read(value)
         except (TypeError, ValueError):
             raise BadValue(self, value) from None
+        except TilepipeError as exc:  # from a grammar's own check
+            raise BadValue(self, value, str(exc)) from None
 
 
 def option(default, help: str, parser: Parser = TEXT, **details) -> Any:
@@ -190,15 +226,17 @@ class RunOptions:
         default_text="card's, else 1,2,3 (or 1)")
     scaling: str = option(
         "auto", "auto (uint8: full range, others: percentiles), dtype, percentile, LOW,HIGH, or card (the model "
-        "card's per-band values).", default_text="auto (card with a card that has scaling)")
+        "card's per-band values).", grammar(_scaling, "auto, dtype, percentile, card or LOW,HIGH"),
+        default_text="auto (card with a card that has scaling)")
     percentiles: tuple[float, float] = option(
         (2.0, 98.0), "Percentiles for --scaling percentile (computed from overviews or a sample).", PERCENTILES)
     series: str | None = option(None, "DICOM: SeriesInstanceUID to read when the folder holds several series.")
     window: str | None = option(None, "DICOM: CENTER,WIDTH or a preset (soft-tissue, lung, bone, brain).",
-                                default_text="the file's")
+                                grammar(_window, "CENTER,WIDTH or a preset"), default_text="the file's")
     level: int = option(0, "Whole-slide DICOM: pyramid level (0 = full resolution).", integer(0))
     select: str | None = option(
-        None, "DICOM 4-D series: keep one volume, KEY=VALUE, e.g. AcquisitionNumber=2 or EchoNumbers=1.")
+        None, "DICOM 4-D series: keep one volume, KEY=VALUE, e.g. AcquisitionNumber=2 or EchoNumbers=1.",
+        grammar(_select, "KEY=VALUE"))
     # plan
     tile_size: int = option(512, "Tile side in pixels (a multiple of the output stride).", integer(1))
     overlap: int = option(64, "Overlap between neighbouring tiles in pixels.", integer(0))
