@@ -38,13 +38,13 @@ def readme_rows(text: str) -> dict[str, list[str]]:
 
 def readme_drift(text: str) -> list[str]:
     rows = readme_rows(text)
-    problems = [f"README: no row for {OPTIONS[n].flag}" for n in OPTIONS.keys() - rows.keys()]
-    problems += [f"README: a row for --{n}, which is not an option" for n in rows.keys() - OPTIONS.keys() - README_ONLY]
-    for name in OPTIONS.keys() & rows.keys():
+    problems = [f"no row for {OPTIONS[n].flag}" for n in sorted(OPTIONS.keys() - rows.keys())]
+    problems += [f"a row for --{n}, which is not an option" for n in sorted(rows.keys() - OPTIONS.keys() - README_ONLY)]
+    for name in sorted(OPTIONS.keys() & rows.keys()):
         option, (_, default, meaning) = OPTIONS[name], rows[name]
         if default != option.shown_default:
-            problems.append(f"README: {option.flag} default {default!r}, declared {option.shown_default!r}")
-        problems += [f"README: {option.flag} does not mention {c!r}" for c in option.parser.choices
+            problems.append(f"{option.flag} default {default!r}, declared {option.shown_default!r}")
+        problems += [f"{option.flag} does not mention {c!r}" for c in option.parser.choices
                      if not re.search(rf"\b{re.escape(c)}\b", meaning)]
     return problems
 
@@ -54,14 +54,14 @@ def satellite_drift(text: str) -> list[str]:
     comment beside an option with choices names them all."""
     values = yaml.safe_load(text)
     keys = {option.key: option for option in OPTIONS.values()}
-    problems = [f"satellite.yaml: no key {k}" for k in keys.keys() - values.keys()]
-    problems += [f"satellite.yaml: key {k} is not an option" for k in values.keys() - keys.keys()]
-    for key in keys.keys() & values.keys():
+    problems = [f"no key {k}" for k in sorted(keys.keys() - values.keys())]
+    problems += [f"key {k} is not an option" for k in sorted(values.keys() - keys.keys())]
+    for key in sorted(keys.keys() & values.keys()):
         option, value = keys[key], values[key]
         if (option.default if value is None else option.read(value)) != option.default:
-            problems.append(f"satellite.yaml: {key}: {value}, declared default {option.default}")
+            problems.append(f"{key}: {value}, declared default {option.default}")
         line = next(line for line in text.splitlines() if line.startswith(f"{key}:"))
-        problems += [f"satellite.yaml: {key}'s comment does not name {c!r}" for c in option.parser.choices
+        problems += [f"{key}'s comment does not name {c!r}" for c in option.parser.choices
                      if not re.search(rf"#.*\b{re.escape(c)}\b", line)]
     return problems
 
@@ -101,22 +101,19 @@ def test_run_help_shows_every_option_its_help_default_and_choices():
             assert f"[{'|'.join(option.parser.choices)}]" in text, option.name
 
 
-DRIFTS = [  # (check, file, text in it, drifted text, what the check must say)
-    (readme_drift, "README.md", "| `--overlap` |", "| `--overlapp` |",
-     ["README: no row for --overlap", "README: a row for --overlapp, which is not an option"]),
-    (readme_drift, "README.md", "| `--tile-size` | 512 |", "| `--tile-size` | 640 |",
-     ["README: --tile-size default '640', declared '512'"]),
-    (readme_drift, "README.md", "or `crop` (nearest", "or cropped (nearest",
-     ["README: --blending does not mention 'crop'"]),
-    (satellite_drift, "configs/satellite.yaml", "tile-size: 512", "tile-size: 640",
-     ["satellite.yaml: tile-size: 640, declared default 512"]),
-    (satellite_drift, "configs/satellite.yaml", "tile-size:", "tile-sise:",
-     ["satellite.yaml: no key tile-size", "satellite.yaml: key tile-sise is not an option"]),
-    (satellite_drift, "configs/satellite.yaml", "blending: gaussian ", "blending: crop     ",
-     ["satellite.yaml: blending: crop, declared default gaussian"]),
-    (satellite_drift, "configs/satellite.yaml", "# gaussian | crop", "# gaussian",
-     ["satellite.yaml: blending's comment does not name 'crop'"]),
+README_DRIFTS = [  # (text in the README, drifted text, what readme_drift says)
+    ("| `--overlap` |", "| `--overlapp` |", ["no row for --overlap", "a row for --overlapp, which is not an option"]),
+    ("| `--tile-size` | 512 |", "| `--tile-size` | 640 |", ["--tile-size default '640', declared '512'"]),
+    ("or `crop` (nearest", "or cropped (nearest", ["--blending does not mention 'crop'"]),
 ]
+SATELLITE_DRIFTS = [  # (text in configs/satellite.yaml, drifted text, what satellite_drift says)
+    ("tile-size: 512", "tile-size: 640", ["tile-size: 640, declared default 512"]),
+    ("tile-size:", "tile-sise:", ["no key tile-size", "key tile-sise is not an option"]),
+    ("blending: gaussian ", "blending: crop     ", ["blending: crop, declared default gaussian"]),
+    ("# gaussian | crop", "# gaussian", ["blending's comment does not name 'crop'"]),
+]
+DRIFTS = ([(readme_drift, "README.md", *case) for case in README_DRIFTS]
+          + [(satellite_drift, "configs/satellite.yaml", *case) for case in SATELLITE_DRIFTS])
 
 
 @pytest.mark.parametrize("check, name, text, drifted, problems", DRIFTS, ids=[d[3] for d in DRIFTS])
