@@ -4,7 +4,7 @@ choices, whether only ``tilepipe run`` has it).
 
 The same option is the keyword ``tile_size`` of ``tilepipe.run``, the key ``tile-size`` (or
 ``tile_size``) of a config file and the flag ``--tile-size``. The command line's flags
-(:func:`tilepipe.cli.option_flags`) and the checks on config files (:mod:`tilepipe.config`) are
+(:func:`tilepipe.cli.option_flag`) and the checks on config files (:mod:`tilepipe.config`) are
 made from this declaration; ``tests/test_options.py`` holds the README's options table and
 ``configs/satellite.yaml`` to it.
 """
@@ -12,13 +12,14 @@ made from this declaration; ``tests/test_options.py`` holds the README's options
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from enum import Enum
 from typing import Any
 
 from .errors import TilepipeError
 from .modes import Blending, OutputStride, Precision
+from .option_values import (BANDS, NAMES, PERCENTILES, SCALING, SELECT, SWITCH, TEXT, WINDOW, Parser, choice, integer,
+                            integer_or_auto)
 
 
 class BadValue(TilepipeError):
@@ -36,116 +37,6 @@ class BadValue(TilepipeError):
     def in_file(self, path, key: str) -> str:
         """The line for a value written under ``key`` in the config file ``path``."""
         return f"{path}: {self.detail}" if self.detail else self.message(f"{path}: {key}")
-
-
-@dataclass(frozen=True)
-class Parser:
-    """Reads an option's value from a flag's text, a config file's value or an API keyword.
-    Reading a value it made gives the same value back (a copy of the options reads them again)."""
-
-    read: Callable[[Any], Any]
-    """Raises ValueError or TypeError for a value it does not accept."""
-    accepted: str
-    """What it accepts, for error messages."""
-    metavar: str = "TEXT"
-    choices: tuple[str, ...] = ()
-    switch: bool = False
-    """A yes/no option: a flag without a value on the command line."""
-
-
-def _text(value) -> str:
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise TypeError(value)
-    return str(value)
-
-
-def _integer(value) -> int:
-    if isinstance(value, (bool, float)):
-        raise TypeError(value)
-    return int(value)
-
-
-def _number(value) -> float:
-    if isinstance(value, bool):
-        raise TypeError(value)
-    return float(value)
-
-
-def _switch(value) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(value)
-    return value
-
-
-def integer(minimum: int) -> Parser:
-    def read(value) -> int:
-        number = _integer(value)
-        if number < minimum:
-            raise ValueError(value)
-        return number
-    return Parser(read, "a positive integer" if minimum == 1 else f"an integer >= {minimum}", "INTEGER")
-
-
-def integer_or_auto() -> Parser:
-    positive = integer(1).read
-    return Parser(lambda value: "auto" if value == "auto" else positive(value), "a positive integer or auto",
-                  "N|auto")
-
-
-def choice(modes: type[Enum]) -> Parser:
-    convert = _integer if issubclass(modes, int) else _text
-    names = tuple(str(mode.value) for mode in modes)
-    return Parser(lambda value: modes(convert(value)), f"one of {', '.join(names)}", choices=names)
-
-
-def listed(item: Callable, accepted: str, metavar: str, check: Callable[[tuple], bool] = bool) -> Parser:
-    """A comma-separated list in a flag, a YAML list in a config file, a tuple or list in Python."""
-    def read(value) -> tuple:
-        items = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
-        if not isinstance(items, (list, tuple)):
-            raise TypeError(value)
-        values = tuple(item(v) for v in items)
-        if not check(values):
-            raise ValueError(value)
-        return values
-    return Parser(read, accepted, metavar)
-
-
-def grammar(check: Callable[[str], object], accepted: str) -> Parser:
-    """Text in a grammar that belongs to the module acting on it: ``check`` raises that module's
-    :class:`TilepipeError` (naming the flag and what it accepts) for text it does not accept."""
-    def read(value) -> str:
-        text = _text(value)
-        check(text)
-        return text
-    return Parser(read, accepted)
-
-
-def _scaling(text: str) -> None:
-    from .sources.scaling import ScalingRequest
-
-    if text != "card":  # the card's values: checked against the card when the source opens
-        ScalingRequest.parse(text)
-
-
-def _window(text: str) -> None:
-    from .sources.dicom_window import parse_window
-
-    parse_window(text)
-
-
-def _select(text: str) -> None:
-    from .sources.dicom_volumes import parse_select
-
-    parse_select(text)
-
-
-TEXT = Parser(_text, "text")
-SWITCH = Parser(_switch, "true or false", switch=True)
-BANDS = listed(_integer, "a list of 1-based band numbers, e.g. 3,2,1", "LIST")  # their range is the file's
-PERCENTILES = listed(_number, "LOW,HIGH with 0 <= LOW < HIGH <= 100", "LOW,HIGH",
-                     lambda v: len(v) == 2 and 0 <= v[0] < v[1] <= 100)
-NAMES = listed(_text, "a list of class names, e.g. background,water,forest", "LIST")
 
 
 @dataclass(frozen=True)
@@ -226,17 +117,15 @@ class RunOptions:
         default_text="card's, else 1,2,3 (or 1)")
     scaling: str = option(
         "auto", "auto (uint8: full range, others: percentiles), dtype, percentile, LOW,HIGH, or card (the model "
-        "card's per-band values).", grammar(_scaling, "auto, dtype, percentile, card or LOW,HIGH"),
-        default_text="auto (card with a card that has scaling)")
+        "card's per-band values).", SCALING, default_text="auto (card with a card that has scaling)")
     percentiles: tuple[float, float] = option(
         (2.0, 98.0), "Percentiles for --scaling percentile (computed from overviews or a sample).", PERCENTILES)
     series: str | None = option(None, "DICOM: SeriesInstanceUID to read when the folder holds several series.")
     window: str | None = option(None, "DICOM: CENTER,WIDTH or a preset (soft-tissue, lung, bone, brain).",
-                                grammar(_window, "CENTER,WIDTH or a preset"), default_text="the file's")
+                                WINDOW, default_text="the file's")
     level: int = option(0, "Whole-slide DICOM: pyramid level (0 = full resolution).", integer(0))
     select: str | None = option(
-        None, "DICOM 4-D series: keep one volume, KEY=VALUE, e.g. AcquisitionNumber=2 or EchoNumbers=1.",
-        grammar(_select, "KEY=VALUE"))
+        None, "DICOM 4-D series: keep one volume, KEY=VALUE, e.g. AcquisitionNumber=2 or EchoNumbers=1.", SELECT)
     # plan
     tile_size: int = option(512, "Tile side in pixels (a multiple of the output stride).", integer(1))
     overlap: int = option(64, "Overlap between neighbouring tiles in pixels.", integer(0))
