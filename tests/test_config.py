@@ -81,6 +81,14 @@ def test_a_flag_equal_to_the_default_overrides_the_config_file(tmp_path):
     assert json.loads(CliRunner().invoke(main, [*args, "--tile-size", "512"]).output)["tile"] == [512, 512]
 
 
+def test_flags_are_read_by_the_declared_parsers(tmp_path):
+    """Flags arrive as text; ``--output-stride 16`` and ``--bands 3,2,1`` reach the plan as a stride and band numbers."""
+    image = write_geotiff(tmp_path / "a.tif", smooth_image(64, 64))
+    args = ["plan", str(image), "--weights", "none", "--output-stride", "16", "--bands", "3,2,1", "--json"]
+    info = json.loads(CliRunner().invoke(main, args).output)
+    assert info["output_stride"] == 16 and info["input"]["bands_used"] == [3, 2, 1]
+
+
 def test_a_config_file_with_an_unknown_key_is_one_line_naming_the_file_and_the_key(tmp_path):
     config = config_file(tmp_path, "tile-size: 256\ntile_sise: 512\n")
     with pytest.raises(tilepipe.TilepipeError) as err:
