@@ -82,7 +82,8 @@ def test_a_flag_equal_to_the_default_overrides_the_config_file(tmp_path):
 
 
 def test_flags_are_read_by_the_declared_parsers(tmp_path):
-    """Flags arrive as text; ``--output-stride 16`` and ``--bands 3,2,1`` reach the plan as a stride and band numbers."""
+    """Flags arrive as text: ``--output-stride 16`` and ``--bands 3,2,1`` reach the plan as a stride
+    and band numbers."""
     image = write_geotiff(tmp_path / "a.tif", smooth_image(64, 64))
     args = ["plan", str(image), "--weights", "none", "--output-stride", "16", "--bands", "3,2,1", "--json"]
     info = json.loads(CliRunner().invoke(main, args).output)
