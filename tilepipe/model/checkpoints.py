@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import warnings
 from pathlib import Path
 from urllib.error import URLError
 
@@ -35,7 +36,10 @@ def load_checkpoint(path: Path) -> dict:
     np_core = getattr(np, "_core", None) or np.core
     allowed = [np_core.multiarray.scalar, np.dtype, *{type(np.dtype(t)) for t in (np.float64, np.float32, np.int64)}]
     try:
-        with torch.serialization.safe_globals(allowed):
+        with torch.serialization.safe_globals(allowed), warnings.catch_warnings():
+            # torch notes a pickle protocol other than 2 as possibly unsupported; a file it cannot
+            # read gets our one-line error, a file it can read needs no notice
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise TilepipeError(f"{path}: no such checkpoint file") from None
