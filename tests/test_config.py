@@ -110,6 +110,9 @@ def test_a_config_file_with_an_unknown_key_is_one_line_naming_the_file_and_the_k
     ("scaling: bright\n", ("--scaling 'bright'", "LOW,HIGH")),  # the grammars of sources/ say what they accept
     ("window: wide\n", ("--window 'wide'", "CENTER,WIDTH", "lung")),
     ("select: EchoNumbers\n", ("--select 'EchoNumbers'", "KEY=VALUE")),
+    ("model: unet\n", ("--model 'unet'", "deeplabv3_resnet101", "standin")),
+    ("device: gpu\n", ("--device 'gpu'", "cuda:N")),
+    ("cluster: locl:2\n", ("--cluster 'locl:2'", "local:N")),
 ])
 def test_a_bad_value_in_a_config_file_is_one_line_naming_the_file_the_key_and_what_it_accepts(tmp_path, text,
                                                                                                fragments):

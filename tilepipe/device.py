@@ -32,13 +32,21 @@ def device_peak_tflops(device_name: str, precision: str) -> float | None:
     return None
 
 
-def resolve_device(name: str) -> torch.device:
+def parse_device(name: str) -> torch.device | None:
+    """The device ``name`` names (None for ``auto``), without asking whether this machine has it:
+    a config file written for a GPU machine still reads (and plans) on a laptop."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return None
     try:
-        device = torch.device(name)
+        return torch.device(name)
     except RuntimeError:
         raise TilepipeError(f"--device {name!r}: expected auto, cpu, cuda or cuda:N") from None
+
+
+def resolve_device(name: str) -> torch.device:
+    device = parse_device(name)
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise TilepipeError(f"--device {name}: CUDA is not available on this machine (torch {torch.__version__})")
     return device

@@ -113,6 +113,24 @@ def _select(text: str) -> None:
     parse_select(text)
 
 
+def _model(text: str) -> None:
+    from .model.architectures import architecture
+
+    architecture(text)
+
+
+def _device(text: str) -> None:
+    from .device import parse_device
+
+    parse_device(text)
+
+
+def _cluster(text: str) -> None:
+    from .schedule import local_cluster_workers
+
+    local_cluster_workers(text)
+
+
 TEXT = Parser(_text, "text")
 SWITCH = Parser(_switch, "true or false", switch=True)
 BANDS = listed(_integer, "a list of 1-based band numbers, e.g. 3,2,1", "LIST")  # their range is the file's
@@ -122,3 +140,6 @@ NAMES = listed(_text, "a list of class names, e.g. background,water,forest", "LI
 SCALING = grammar(_scaling, "auto, dtype, percentile, card or LOW,HIGH")
 WINDOW = grammar(_window, "CENTER,WIDTH or a preset")
 SELECT = grammar(_select, "KEY=VALUE")
+MODEL = grammar(_model, "an architecture of the model registry")
+DEVICE = grammar(_device, "auto, cpu, cuda or cuda:N")
+CLUSTER = grammar(_cluster, "local:N")

@@ -18,8 +18,8 @@ from typing import Any
 
 from .errors import TilepipeError
 from .modes import Blending, OutputStride, Precision
-from .option_values import (BANDS, NAMES, PERCENTILES, SCALING, SELECT, SWITCH, TEXT, WINDOW, Parser, choice, integer,
-                            integer_or_auto)
+from .option_values import (BANDS, CLUSTER, DEVICE, MODEL, NAMES, PERCENTILES, SCALING, SELECT, SWITCH, TEXT, WINDOW,
+                            Parser, choice, integer, integer_or_auto)
 
 
 class BadValue(TilepipeError):
@@ -137,7 +137,7 @@ class RunOptions:
     model: str = option(
         "deeplabv3_resnet101", "Architecture: deeplabv3_resnet101, deeplabv3_resnet50, "
         "deeplabv3_mobilenet_v3_large, fcn_resnet101, fcn_resnet50, lraspp_mobilenet_v3_large; 'standin' is a "
-        "tiny CNN for I/O tests.")
+        "tiny CNN for I/O tests.", MODEL)
     weights: str = option(
         "default", "'default' (torchvision's published weights, downloaded once), a torchvision weights name "
         "(COCO_WITH_VOC_LABELS_V1), a checkpoint path, or 'none' (random).")
@@ -151,7 +151,7 @@ class RunOptions:
     class_names: tuple[str, ...] | None = option(None, "Comma-separated class names.", NAMES,
                                                  default_text="from the weights")
     # engine
-    device: str = option("auto", "auto (CUDA when present), cpu, cuda, cuda:N.")
+    device: str = option("auto", "auto (CUDA when present), cpu, cuda, cuda:N.", DEVICE)
     precision: Precision = option(Precision.AUTO, "auto: bf16 on CUDA, fp32 on CPU; fp16 needs CUDA.",
                                   choice(Precision))
     batch_size: int | str = option(
@@ -160,7 +160,8 @@ class RunOptions:
     # schedule and output
     workers: int | str = option(
         "auto", "Tasks running at once in this process, or auto (from the CPU count and device).", integer_or_auto())
-    cluster: str | None = option(None, "local:N starts a Dask LocalCluster of N worker processes for this run.")
+    cluster: str | None = option(None, "local:N starts a Dask LocalCluster of N worker processes for this run.",
+                                CLUSTER)
     scheduler: str | None = option(None, "Address of an existing dask.distributed scheduler, e.g. tcp://host:8786.")
     probabilities: bool = option(False, "Also store per-class probabilities (uint8, p*255).", SWITCH, run_only=True)
     overwrite: bool = option(False, "Replace an existing tilepipe store at OUTPUT.", SWITCH, run_only=True,

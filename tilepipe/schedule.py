@@ -38,6 +38,14 @@ from .grid import Unit
 from .sources.geotiff import GDAL_CACHE_MB
 
 
+def local_cluster_workers(cluster: str) -> int:
+    """N of ``--cluster local:N``."""
+    kind, _, count = cluster.partition(":")
+    if kind != "local" or not count.isdigit() or int(count) < 1:
+        raise TilepipeError(f"--cluster {cluster!r}: expected local:N, e.g. local:4")
+    return int(count)
+
+
 @dataclass(frozen=True)
 class Scheduling:
     workers: int = 2
@@ -50,7 +58,7 @@ class Scheduling:
         if self.workers < 1:
             raise TilepipeError(f"--workers {self.workers} must be at least 1")
         if self.cluster is not None:
-            self.local_workers  # validates
+            local_cluster_workers(self.cluster)  # validates
 
     @property
     def distributed(self) -> bool:
@@ -58,10 +66,7 @@ class Scheduling:
 
     @property
     def local_workers(self) -> int:
-        kind, _, count = self.cluster.partition(":")
-        if kind != "local" or not count.isdigit() or int(count) < 1:
-            raise TilepipeError(f"--cluster {self.cluster!r}: expected local:N, e.g. local:4")
-        return int(count)
+        return local_cluster_workers(self.cluster)
 
     def describe(self) -> str:
         if self.scheduler:
