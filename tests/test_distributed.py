@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import dask
 import numpy as np
 import pytest
 import zarr
@@ -200,5 +201,6 @@ def test_bad_cluster_options_are_clear_errors(tmp_path):
         tilepipe.run(src, str(tmp_path / "a.zarr"), cluster="remote:2", **SMALL)
     with pytest.raises(tilepipe.TilepipeError, match="either --cluster or --scheduler"):
         tilepipe.run(src, str(tmp_path / "b.zarr"), cluster="local:2", scheduler="tcp://127.0.0.1:1", **SMALL)
-    with pytest.raises(tilepipe.TilepipeError, match="cannot connect"):
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}), \
+            pytest.raises(tilepipe.TilepipeError, match="cannot connect"):
         tilepipe.run(src, str(tmp_path / "c.zarr"), scheduler="tcp://127.0.0.1:1", **SMALL)

@@ -200,7 +200,7 @@ def runner(scheduling: Scheduling):
         client = Client(cluster)
     else:
         try:
-            client = Client(scheduling.scheduler, timeout="20s")
+            client = Client(scheduling.scheduler)  # waits dask's distributed.comm.timeouts.connect
         except (OSError, TimeoutError) as exc:
             raise TilepipeError(f"--scheduler {scheduling.scheduler}: cannot connect ({exc})") from None
     try:
