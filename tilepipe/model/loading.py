@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from ..errors import TilepipeError, first_line
+from ..options import RunOptions
 from ..sink import NO_LABEL
 from .architectures import Architecture, architecture
 from .checkpoints import (
@@ -54,8 +55,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class ModelSpec:
     """What to build; hashable so each process loads a given model once."""
 
-    architecture: str = "deeplabv3_resnet101"
-    weights: str = "default"
+    architecture: str = RunOptions.model
+    weights: str = RunOptions.weights
     output_stride: int | None = None
     num_classes: int | None = None
     class_names: tuple[str, ...] | None = None

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..errors import TilepipeError
+from ..options import RunOptions
 
 
 @dataclass(frozen=True)
@@ -25,8 +26,8 @@ class ScalingRequest:
     """What the user asked for: ``auto``, ``dtype``, ``percentile`` or fixed ``LOW,HIGH``; or
     ``card``: a model card's per-band values (``per_band`` low and high, ``clip`` or not)."""
 
-    method: str = "auto"
-    percentiles: tuple[float, float] = (2.0, 98.0)
+    method: str = RunOptions.scaling
+    percentiles: tuple[float, float] = RunOptions.percentiles
     fixed: tuple[float, float] | None = None
     per_band: tuple[tuple[float, ...], tuple[float, ...]] | None = None
     clip: bool = True
@@ -34,7 +35,7 @@ class ScalingRequest:
     """Where ``per_band`` came from (the card's path), for the summary."""
 
     @classmethod
-    def parse(cls, text: str, percentiles: tuple[float, float] = (2.0, 98.0)) -> ScalingRequest:
+    def parse(cls, text: str, percentiles: tuple[float, float] = RunOptions.percentiles) -> ScalingRequest:
         text = str(text).strip()
         if text in ("auto", "dtype", "percentile"):
             return cls(text, tuple(percentiles))
