@@ -121,6 +121,24 @@ def test_valid_pixels_the_quick_sample_misses_are_found_by_the_scan(tmp_path):
     assert 100 <= scaling.low[0] < scaling.high[0] <= 200
 
 
+def test_the_scan_reads_bounded_windows_however_wide_the_image(tmp_path, monkeypatch):
+    """Memory stays flat during a scan: no read is wider than SCAN_COLS (here 512 of 2048 px),
+    and a patch straddling two windows (columns 500-519) is still found."""
+    from tilepipe.sources import geotiff
+
+    monkeypatch.setattr(geotiff, "SCAN_COLS", 512)
+    data = np.full((1, 2048, 2048), np.nan, np.float32)
+    data[0, 500:520, 500:520] = 100 + np.arange(400, dtype=np.float32).reshape(20, 20) / 4
+    widths = []
+    read = geotiff.GeoTiffSource.read
+    monkeypatch.setattr(geotiff.GeoTiffSource, "read", lambda self, window: widths.append(window.width) or read(self, window))
+    scaling = open_source(SourceSpec(path=str(write_geotiff(tmp_path / "wide.tif", data)))).scaling
+    assert "whole image" in scaling.sample and max(widths) == 512
+    # every one of the 400 patch values is kept (fewer than the thinning limit): 2nd and 98th percentiles
+    assert scaling.low[0] == pytest.approx(np.percentile(data[0, 500:520, 500:520], 2))
+    assert scaling.high[0] == pytest.approx(np.percentile(data[0, 500:520, 500:520], 98))
+
+
 @pytest.mark.parametrize("name", ["float_nan.tif", "float_raster_with_nodata.tif"])
 def test_real_float_files_mark_nan_and_nodata_as_255(name, tmp_path):
     path = shared_file("geotiff", name)

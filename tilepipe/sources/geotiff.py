@@ -29,6 +29,9 @@ SAMPLE_WINDOW = 256
 OVERVIEW_MIN_SIDE = 256
 GDAL_CACHE_MB = 64
 SCAN_ROWS = 256
+SCAN_COLS = 8192
+"""A scan reads windows of at most SCAN_ROWS x SCAN_COLS: 25 MB of 3-band float32, however wide
+the scene (a full-width strip of a 40,000 px scene would be 123 MB)."""
 SCAN_VALUES = 4096
 
 
@@ -139,13 +142,17 @@ class GeoTiffSource:
         return self._scan_sample(described)
 
     def _scan_sample(self, missed: str) -> tuple[np.ndarray, str]:
-        """Every valid pixel of the image, strip by strip, thinned to about SCAN_VALUES per strip:
-        memory stays at one strip however large the image."""
+        """Every valid pixel of the image, window by window (SCAN_ROWS x SCAN_COLS), thinned to
+        about SCAN_VALUES per strip of SCAN_ROWS rows (shared by its windows in proportion to their
+        width): memory stays at one window however large the image."""
         kept = []
         for row in range(0, self.height, SCAN_ROWS):
-            pixels, valid = self.read(Window(row, 0, min(SCAN_ROWS, self.height - row), self.width))
-            found = finite_columns(pixels[:, valid])
-            kept.append(found[:, :: max(1, found.shape[1] // SCAN_VALUES)])
+            for col in range(0, self.width, SCAN_COLS):
+                window = Window(row, col, min(SCAN_ROWS, self.height - row), min(SCAN_COLS, self.width - col))
+                pixels, valid = self.read(window)
+                found = finite_columns(pixels[:, valid])
+                share = max(1, SCAN_VALUES * window.width // self.width)
+                kept.append(found[:, :: max(1, found.shape[1] // share)])
         values = np.concatenate(kept, axis=1)
         where = "a scan of the whole image" + ("" if values.shape[1] else ", which found no valid pixel")
         return values, f"{where} ({missed} held no valid pixel)"
