@@ -247,7 +247,7 @@ CASES = {
     "unknown device": Case(lambda t: _run(t, "--device", "tpu9"), ("--device", "tpu9")),
     "batch size zero": Case(lambda t: _run(t, "--batch-size", "0"), ("batch", "0")),
     "batch size not a number": Case(lambda t: _run(t, "--batch-size", "many"), ("batch", "many")),
-    "zero workers": Case(lambda t: _run(t, "--workers", "0"), ("--workers 0",)),
+    "zero workers": Case(lambda t: _run(t, "--workers", "0"), ("--workers", "0")),
     "cluster not local:N": Case(lambda t: _run(t, "--cluster", "big"), ("--cluster", "local:N")),
     "cluster and scheduler both": Case(lambda t: _run(t, "--cluster", "local:1", "--scheduler", "tcp://127.0.0.1:1"),
                                        ("--cluster", "--scheduler")),

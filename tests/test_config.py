@@ -107,12 +107,12 @@ def test_a_config_file_with_an_unknown_key_is_one_line_naming_the_file_and_the_k
     ("percentiles: [98, 2]\n", ("percentiles [98, 2]", "0 <= LOW < HIGH <= 100")),
     ("bands: [3, x]\n", ("bands [3, 'x']", "band numbers")),
     ("compile: maybe\n", ("compile maybe", "true or false")),
-    ("scaling: bright\n", ("--scaling 'bright'", "LOW,HIGH")),  # the grammars of sources/ say what they accept
-    ("window: wide\n", ("--window 'wide'", "CENTER,WIDTH", "lung")),
-    ("select: EchoNumbers\n", ("--select 'EchoNumbers'", "KEY=VALUE")),
-    ("model: unet\n", ("--model 'unet'", "deeplabv3_resnet101", "standin")),
-    ("device: gpu\n", ("--device 'gpu'", "cuda:N")),
-    ("cluster: locl:2\n", ("--cluster 'locl:2'", "local:N")),
+    ("scaling: bright\n", ("scaling 'bright'", "LOW,HIGH")),  # the grammars of sources/ say what they accept
+    ("window: wide\n", ("window 'wide'", "CENTER,WIDTH", "lung")),
+    ("select: EchoNumbers\n", ("select 'EchoNumbers'", "KEY=VALUE")),
+    ("model: unet\n", ("model 'unet'", "deeplabv3_resnet101", "standin")),
+    ("device: gpu\n", ("device 'gpu'", "cuda:N")),
+    ("cluster: locl:2\n", ("cluster 'locl:2'", "local:N")),
 ])
 def test_a_bad_value_in_a_config_file_is_one_line_naming_the_file_the_key_and_what_it_accepts(tmp_path, text,
                                                                                                fragments):
@@ -120,7 +120,7 @@ def test_a_bad_value_in_a_config_file_is_one_line_naming_the_file_the_key_and_wh
     with pytest.raises(tilepipe.TilepipeError) as err:
         load_options(config)
     message = str(err.value)
-    assert message.startswith(f"{config}: ") and "\n" not in message
+    assert message.startswith(f"{config}: ") and "\n" not in message and "--" not in message  # the key, not a flag
     for fragment in fragments:
         assert fragment in message
 
@@ -158,7 +158,7 @@ def test_options_record_the_names_given():
     assert tilepipe.RunOptions().given == frozenset()
     updated = tilepipe.RunOptions(tile_size=256).updated(overlap=64, bands=None)  # None: not given
     assert updated.given == {"tile_size", "overlap"}
-    assert replace(tilepipe.RunOptions(tile_size=256), overlap=32).given == {"tile_size"}
+    assert replace(tilepipe.RunOptions(tile_size=256), overlap=32).given == {"tile_size", "overlap"}
     assert tilepipe.RunOptions(tile_size=512) == tilepipe.RunOptions()  # equal values are equal options
 
 
@@ -166,3 +166,48 @@ def test_options_pickle_with_the_names_given():
     options = tilepipe.RunOptions(tile_size=512, blending="crop", precision="fp32")
     copy = pickle.loads(pickle.dumps(options))
     assert copy == options and copy.given == {"tile_size", "blending", "precision"}
+
+
+def test_a_replaced_copy_keeps_the_values_it_was_given(tmp_path):
+    """``dataclasses.replace`` is how frozen options are usually changed: its values are given."""
+    config = config_file(tmp_path, "tile-size: 384\n")
+    options = replace(tilepipe.RunOptions(), tile_size=256, blending="crop")
+    settings = resolve_settings(config, options)
+    assert (settings.options.tile_size, settings.origins["tile_size"]) == (256, "flag")
+    assert (settings.options.blending, settings.origins["blending"]) == ("crop", "flag")
+    assert settings.origins["overlap"] == "default"
+
+
+def test_python_values_read_as_their_plain_equivalents(tmp_path):
+    import numpy as np
+
+    options = tilepipe.RunOptions(weights=tmp_path / "w.pt", model_card=tmp_path / "c.yaml",
+                                  bands=np.array([3, 2, 1]), percentiles=np.array([1.0, 99.0]),
+                                  class_names=("a", "b"), compile=np.bool_(True))
+    assert options.weights == str(tmp_path / "w.pt") and options.model_card == str(tmp_path / "c.yaml")
+    assert options.bands == (3, 2, 1) and options.percentiles == (1.0, 99.0) and options.compile is True
+    assert tilepipe.RunOptions(bands=range(1, 4)).bands == (1, 2, 3)
+
+
+@pytest.mark.parametrize("text, fragments", [
+    ("output_stride: 32\n", ("output_stride 32", "8, 16")),
+    ("architecture: bogus\n", ("architecture", "bogus", "deeplabv3_resnet101")),
+])
+def test_a_bad_value_in_a_model_card_names_the_card_not_a_flag(tmp_path, text, fragments):
+    card = tmp_path / "card.yaml"
+    card.write_text(text)
+    with pytest.raises(tilepipe.TilepipeError) as err:
+        resolve_settings(None, model_card=str(card))
+    message = str(err.value)
+    assert message.startswith(f"{card}: ") and "--" not in message and "\n" not in message
+    for fragment in fragments:
+        assert fragment in message
+
+
+@pytest.mark.parametrize("args", [("--tile-size", "abc"), ("--num-classes", "0"), ("--bands", "x"),
+                                  ("--blending", "soft")])
+def test_a_bad_flag_value_is_a_usage_error_like_a_bad_choice(tmp_path, args):
+    src = write_geotiff(tmp_path / "s.tif", smooth_image(64, 64))
+    result = CliRunner().invoke(main, ["plan", str(src), *args])
+    assert result.exit_code == 2, result.output
+    assert result.output.count("\n") == 1 and args[0] in result.output and args[1] in result.output

@@ -18,7 +18,7 @@ import click
 from . import __version__
 from .errors import TilepipeError
 from .modes import ExportFormat
-from .options import OPTIONS, Option
+from .options import OPTIONS, BadValue, Option
 
 
 def _user_errors(func):
@@ -47,7 +47,8 @@ def run_options(run: bool):
 
 
 def option_flag(option: Option):
-    """The click option for one declared run option."""
+    """The click option for one declared run option. Its value is read by the option's parser as
+    click parses the command line, so a bad value is a usage error like a bad choice."""
     shown = option.shown_default
     help = f"{option.help} [default: {shown}]" if shown and not option.parser.switch else option.help
     if option.parser.switch:
@@ -55,7 +56,17 @@ def option_flag(option: Option):
         return click.option(names, option.name, is_flag=True, default=None, help=help)
     if option.parser.choices:
         return click.option(option.flag, option.name, type=click.Choice(option.parser.choices), help=help)
-    return click.option(option.flag, option.name, metavar=option.parser.metavar, help=help)
+    return click.option(option.flag, option.name, metavar=option.parser.metavar, help=help,
+                        callback=functools.partial(_read_flag, option))
+
+
+def _read_flag(option: Option, ctx, param, value):
+    if value is None:
+        return None
+    try:
+        return option.read(value)
+    except BadValue as exc:
+        raise click.BadParameter(exc.reason, ctx, param) from None
 
 
 class _OneLineErrors(click.Group):

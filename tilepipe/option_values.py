@@ -5,6 +5,7 @@ API keyword's Python value, gives the option's value, and says in words what it 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -27,6 +28,8 @@ class Parser:
 
 
 def _text(value) -> str:
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise TypeError(value)
     return str(value)
@@ -45,9 +48,9 @@ def _number(value) -> float:
 
 
 def _switch(value) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(value)
-    return value
+    if isinstance(value, bool) or getattr(value, "dtype", None) == bool:  # numpy's bool_ too
+        return bool(value)
+    raise TypeError(value)
 
 
 def integer(minimum: int) -> Parser:
@@ -72,10 +75,14 @@ def choice(modes: type[Enum]) -> Parser:
 
 
 def listed(item: Callable, accepted: str, metavar: str, check: Callable[[tuple], bool] = bool) -> Parser:
-    """A comma-separated list in a flag, a YAML list in a config file, a tuple or list in Python."""
+    """A comma-separated list in a flag, a YAML list in a config file, any sequence in Python (a
+    tuple, a list, a range, a 1-D numpy array)."""
     def read(value) -> tuple:
-        items = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
-        if not isinstance(items, (list, tuple)):
+        if isinstance(value, str):
+            items = [v.strip() for v in value.split(",") if v.strip()]
+        elif isinstance(value, (list, tuple, range)) or getattr(value, "ndim", None) == 1:
+            items = list(value)
+        else:
             raise TypeError(value)
         values = tuple(item(v) for v in items)
         if not check(values):

@@ -24,19 +24,23 @@ from .option_values import (BANDS, CLUSTER, DEVICE, MODEL, NAMES, PERCENTILES, S
 
 class BadValue(TilepipeError):
     """A value an option does not accept: one line naming the option and what it accepts.
-    ``detail``: that line as the module that owns the option's grammar wrote it."""
+    ``detail``: that line as the module that owns the option's grammar wrote it (naming the flag)."""
 
     def __init__(self, option: Option, value: Any, detail: str | None = None):
-        self.option, self.value, self.detail = option, value, detail
-        super().__init__(detail or self.message(option.flag))
+        self.option, self.value = option, value
+        shown = value if isinstance(value, str) and value.strip() else repr(value)
+        self.reason = (detail.removeprefix(option.flag + " ") if detail
+                       else f"{shown}: expected {option.parser.accepted}")
+        """The line without the option's name: the value and what is wrong with it."""
+        super().__init__(self.message(option.flag))
 
     def message(self, label: str) -> str:
-        shown = self.value if isinstance(self.value, str) and self.value.strip() else repr(self.value)
-        return f"{label} {shown}: expected {self.option.parser.accepted}"
+        """The line naming the option as ``label``: its flag, or its key in a file."""
+        return f"{label} {self.reason}"
 
     def in_file(self, path, key: str) -> str:
-        """The line for a value written under ``key`` in the config file ``path``."""
-        return f"{path}: {self.detail}" if self.detail else self.message(f"{path}: {key}")
+        """The line for a value written under ``key`` in the file ``path`` (a config file, a card)."""
+        return self.message(f"{path}: {key}")
 
 
 @dataclass(frozen=True)
@@ -89,16 +93,18 @@ def option(default, help: str, parser: Parser = TEXT, **details) -> Any:
 
 
 def _records_given(cls):
-    """Wrap the dataclass's ``__init__`` so that the keywords a caller passes (other than None)
-    are recorded in ``given``. ``dataclasses.replace`` passes every field plus ``given`` itself,
-    so a copy keeps the names its original had instead of counting every field as given."""
+    """Wrap the dataclass's ``__init__`` so that ``given`` records the keywords a caller passes
+    (other than None) and every option that differs from its default. ``dataclasses.replace``
+    passes every field plus ``given`` itself: a copy keeps the names its original had, plus the
+    options the copy changed, instead of counting every field as given."""
     init = cls.__init__
 
     @functools.wraps(init)
     def __init__(self, **values):
         init(self, **values)
-        if "given" not in values:
-            object.__setattr__(self, "given", frozenset(k for k, v in values.items() if v is not None))
+        named = values["given"] if "given" in values else {k for k, v in values.items() if v is not None}
+        changed = {name for name, option in OPTIONS.items() if getattr(self, name) != option.default}
+        object.__setattr__(self, "given", frozenset(named) | changed)
 
     cls.__init__ = __init__
     return cls

@@ -36,6 +36,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import TilepipeError, first_line
+from ..options import BadValue
 
 CARD_SUFFIXES = (".yaml", ".yml", ".json")
 CARD_KEYS = frozenset({"name", "architecture", "bands", "scaling", "classes", "output_stride", "tile_size",
@@ -214,4 +215,8 @@ def apply_card(options, origins: dict[str, str], card: CardFile | None):
     if card is None:
         return options, origins
     taken = {k: v for k, v in card.values().items() if origins.get(k, "default") == "default"}
-    return options.updated(**taken), {**origins, **{k: "card" for k in taken}}
+    try:
+        return options.updated(**taken), {**origins, **{k: "card" for k in taken}}
+    except BadValue as exc:
+        field = next(f for f, option in CARD_OPTIONS.items() if option == exc.option.name)
+        raise TilepipeError(exc.in_file(card.path, field)) from None
