@@ -23,7 +23,7 @@ from _common import build_crop
 from baselines import measure_monai, measure_naive, monai_crop_side
 from measure import (MB, Phase, measure_ceiling, memory_text, print_tilepipe, process_peak_rss, ratio, rounded,
                      run_kwargs, run_tilepipe)
-from tilepipe.pipeline import resolve_options
+from tilepipe.config import resolve_settings
 from tilepipe.preparation import prepare
 
 TARGETS = {"tilepipe_over_ceiling_per_lattice": 0.85, "tilepipe_over_monai": 1.5, "tilepipe_over_naive": 5.0,
@@ -69,7 +69,7 @@ def stride_table(results: dict[int, dict]) -> list[str]:
 
 def compare(args, image: Path) -> dict:
     tp_store = args.workdir / f"throughput_{image.stem}_{args.model}_os{args.output_stride or 'default'}.zarr"
-    options = resolve_options(**run_kwargs(args))
+    options = resolve_settings(**run_kwargs(args)).options
     prepared = prepare(str(image), str(tp_store), options)  # the engine tilepipe.run will reuse (cached)
     engine, plan = prepared.engine, prepared.plan
     tile = (plan.tile_height, plan.tile_width)

@@ -14,7 +14,7 @@ device time from the end of the first pass (lazy initialisation, cuDNN's first a
 end of the last. The passes run one after another on one stream, so they never overlap and the
 fraction cannot exceed 1. What it measures is the time the network held its stream; idle gaps
 *inside* a pass, when the host launches kernels more slowly than the device runs them, count as
-busy (NVML's utilisation, sampled by ``benchmarks/throughput.py`` where pynvml exists, says how
+busy (NVML's utilisation, sampled by ``benchmarks/measure.py`` where pynvml exists, says how
 much of that time a kernel actually ran).
 """
 

@@ -2,8 +2,9 @@
 
 The option declaration (:mod:`tilepipe.options`) takes its choices from here, and so do the code
 that acts on a mode (the stitcher, the engine, the exporters) and the command line. Members are
-``str`` (or ``int``) subclasses, so they compare equal to, hash like and serialise as their plain
-values: the store's attributes and the run summary hold the same strings as before.
+``str`` (or ``int``) subclasses, so they compare equal to and hash like their plain values, and
+JSON writes them as those values: the store's attributes and the run summary hold the same
+strings as before. (YAML's safe dumper and reprs do not: use ``RunOptions.to_json()``.)
 
 This module imports nothing heavy, so the command line can build its choices without torch.
 """

@@ -47,11 +47,6 @@ class RunFailed(TilepipeError):
         self.summary = summary
 
 
-def resolve_options(config=None, options: RunOptions | None = None, **overrides) -> RunOptions:
-    """Defaults, a model card, the YAML ``config`` file, then ``options``/keyword overrides."""
-    return resolve_settings(config, options, **overrides).options
-
-
 def plan(input: str, config=None, compare: bool = False, *, options: RunOptions | None = None,
          preview: str | None = None, preview_size: int = PREVIEW_SIZE, **overrides) -> dict:
     """A dry run: the plan's figures and an estimate of peak memory, without loading weights or

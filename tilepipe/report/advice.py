@@ -25,7 +25,7 @@ STAGE_ADVICE = {
 def bottleneck(d: dict, plan, model) -> dict:
     """``bottleneck``: the stage that dominated (``timing.stage_busy_seconds``), its share of the
     wall time, and what would make this run faster, from the summary ``d``, its ``plan``
-    (:class:`tilepipe.grid.Plan`) and ``model`` (its architecture)."""
+    (:class:`tilepipe.partition.Plan`) and ``model`` (its architecture)."""
     busy = d["timing"]["stage_busy_seconds"]
     wall = d["timing"]["wall_seconds"]
     stage = max(busy, key=busy.get)

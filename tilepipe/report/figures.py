@@ -56,7 +56,7 @@ def output_figures(plan, store_url: str, probabilities: bool, pyramid: dict) -> 
 
 
 def plan_figures(plan, reports: list[BlockReport], blending: str, reused: int) -> dict:
-    """``plan``: the plan's geometry (:class:`tilepipe.grid.Plan`) and what the block reports say
+    """``plan``: the plan's geometry (:class:`tilepipe.partition.Plan`) and what the block reports say
     was read, computed, skipped and written."""
     p = plan
     tiles = sum(r.tiles for r in reports)

@@ -3,7 +3,8 @@
 :func:`render_markdown` is a pure function of the summary's JSON, so a stored summary renders
 the same wherever the store goes. It computes nothing: every number it prints is a figure of
 :mod:`.figures`, a sentence of :mod:`.advice`, :mod:`.tactics`, :mod:`.cost` or
-:mod:`.origins`; one section per function, in the order they appear.
+:mod:`.origins`; one function per section, in the order they appear, except the cost and
+settings sections, which :mod:`.cost` and :mod:`.origins` render beside the figures they hold.
 """
 
 from __future__ import annotations
