@@ -48,17 +48,16 @@ def local_cluster_workers(cluster: str) -> int:
 
 @dataclass(frozen=True)
 class Scheduling:
-    workers: int = 2
+    """Where the tasks run: ``workers`` threads here, a LocalCluster, or an existing scheduler."""
+
+    workers: int
     cluster: str | None = None
     scheduler: str | None = None
 
     def __post_init__(self) -> None:
+        # each value was read by its option's parser; what no single option can check is here
         if self.cluster and self.scheduler:
             raise TilepipeError("give either --cluster or --scheduler, not both")
-        if self.workers < 1:
-            raise TilepipeError(f"--workers {self.workers} must be at least 1")
-        if self.cluster is not None:
-            local_cluster_workers(self.cluster)  # validates
 
     @property
     def distributed(self) -> bool:
