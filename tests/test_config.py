@@ -211,3 +211,15 @@ def test_a_bad_flag_value_is_a_usage_error_like_a_bad_choice(tmp_path, args):
     result = CliRunner().invoke(main, ["plan", str(src), *args])
     assert result.exit_code == 2, result.output
     assert result.output.count("\n") == 1 and args[0] in result.output and args[1] in result.output
+
+
+def test_a_gpu_config_plans_on_a_machine_without_cuda(tmp_path):
+    """Planning needs no device: ``--device cuda`` with ``--workers auto`` sizes the plan for a
+    GPU machine instead of failing here (the engine, not the plan, refuses a missing GPU)."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    src = write_geotiff(tmp_path / "s.tif", smooth_image(64, 64))
+    info = tilepipe.plan(str(src), model="standin", weights="none", device="cuda")
+    assert info["blocks"] == 1

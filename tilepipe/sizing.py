@@ -19,7 +19,7 @@ import os
 
 import numpy as np
 
-from .device import resolve_device
+from .device import parse_device, resolve_device
 from .options import RunOptions
 from .partition import Plan
 from .stream import PREFETCH, READ_AHEAD, STITCH_BEHIND, rows_per_read
@@ -43,10 +43,12 @@ def default_workers(device_type: str, cpus: int | None = None) -> int:
 
 
 def resolved_workers(options: RunOptions) -> int:
-    """``--workers auto``: :func:`default_workers` for the device this run will use."""
+    """``--workers auto``: :func:`default_workers` for the device this run will use. The device
+    named is taken as present (a plan, or a client sending work to GPU workers, needs no GPU of
+    its own); only ``auto`` asks this machine."""
     if options.workers != "auto":
         return options.workers
-    return default_workers(resolve_device(options.device).type)
+    return default_workers((parse_device(options.device) or resolve_device("auto")).type)
 
 
 def reader_threads(device_type: str, cpus: int | None = None) -> int:
