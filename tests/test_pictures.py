@@ -20,6 +20,7 @@ from tests.conftest import shared_file, smooth_image, write_geotiff
 from tilepipe.cli import main
 from tilepipe.exporters import export
 from tilepipe.report import preview
+from tilepipe.sources import SourceSpec
 from tilepipe.sources.geotiff import GeoTiffSource
 
 RUN = dict(model="standin", weights="none", tile_size=128, overlap=32, chunk_size=128, block_size=256)
@@ -86,6 +87,20 @@ def test_plan_preview_of_a_cog_reads_its_overviews_and_a_slide_its_small_level(t
     picture = pixels(info["preview"])
     assert picture.shape[0] > 400 and picture.shape[1] == 299  # 2967 x 2220 px at 400 px tall: 2220 x 400 / 2967 = 299.3
     assert levels and 0 not in levels  # a smaller pyramid level, never level 0
+
+
+def test_a_thumbnail_from_overviews_marks_nan_as_no_data_as_the_run_does(tmp_path):
+    """The left half is NaN: read from overviews or row by row, the thumbnail calls it no-data."""
+    import rasterio
+
+    data = smooth_image(512, 512, bands=1, dtype=np.float32)
+    data[:, :, :256] = np.nan
+    tif = write_geotiff(tmp_path / "half_nan.tif", data, tiled=True)
+    with rasterio.open(tif, "r+") as ds:
+        ds.build_overviews([2, 4])
+    source = GeoTiffSource(SourceSpec(path=str(tif)))
+    rgb, valid = preview.thumbnail(source, (64, 64), None)
+    assert not valid[:, :32].any() and valid[:, 32:].all()
 
 
 def test_a_small_image_is_enlarged_in_the_preview(tmp_path):

@@ -68,7 +68,7 @@ def enlargement(shape: tuple[int, int], max_size: int) -> int:
     return max(1, min(-(-LEGIBLE_SIDE // longest), max_size // longest))
 
 
-def _centres(size: int, count: int) -> np.ndarray:
+def centres(size: int, count: int) -> np.ndarray:
     """Indices of the source pixels under the centres of ``count`` preview pixels."""
     return ((np.arange(count) + 0.5) * size / count).astype(np.int64)
 
@@ -79,7 +79,7 @@ def sample_labels(store: MaskStore, max_size: int) -> np.ndarray:
     mask = store.mask
     plane = (0,) * (mask.ndim - 3) + (mask.shape[-3] // 2,) if mask.ndim >= 3 else ()
     height, width = mask.shape[-2:]
-    rows, cols = (_centres(n, c) for n, c in zip((height, width), preview_shape(height, width, max_size)))
+    rows, cols = (centres(n, c) for n, c in zip((height, width), preview_shape(height, width, max_size)))
     labels = np.empty((len(rows), len(cols)), np.uint8)
     chunk = mask.chunks[-2]
     for start in range(0, height, chunk):

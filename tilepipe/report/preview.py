@@ -22,10 +22,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
-import rasterio
 from PIL import Image, ImageDraw, ImageFont
 
 from ..exporters.cog import staged_output
+from ..exporters.png import centres
 from ..grid import Block, Window
 from ..partition import Plan
 from ..sources import open_source
@@ -38,27 +38,15 @@ READ_COLOUR = (255, 255, 255)
 NO_DATA_COLOUR = (128, 128, 128)
 
 
-def _centres(size: int, count: int) -> np.ndarray:
-    return ((np.arange(count) + 0.5) * size / count).astype(np.int64)
-
-
 def _strided(source, shape: tuple[int, int], plane: int | None) -> tuple[np.ndarray, np.ndarray]:
     """One source row per thumbnail row, columns sampled at pixel centres."""
-    rows, cols = (_centres(n, c) for n, c in zip((source.height, source.width), shape))
+    rows, cols = (centres(n, c) for n, c in zip((source.height, source.width), shape))
     pixels = np.empty((len(source.bands), *shape), source.dtype)
     valid = np.empty(shape, bool)
     for i, row in enumerate(rows):
         line, ok = source.read(Window(int(row), 0, 1, source.width), plane)
         pixels[:, i], valid[i] = line[:, 0, cols], ok[0, cols]
     return pixels, valid
-
-
-def _from_overviews(source, shape: tuple[int, int]):
-    with rasterio.open(source.path) as ds:
-        if not ds.overviews(source.bands[0]):
-            return None
-        bands = list(source.bands)
-        return ds.read(bands, out_shape=(len(bands), *shape)), ds.read_masks(bands, out_shape=(len(bands), *shape)).max(axis=0) > 0
 
 
 def _from_slide_level(source, shape: tuple[int, int]):
@@ -75,8 +63,8 @@ def _from_slide_level(source, shape: tuple[int, int]):
 def thumbnail(source, shape: tuple[int, int], plane: int | None) -> tuple[np.ndarray, np.ndarray]:
     """``(rgb (h, w, 3) uint8, valid (h, w) bool)`` of the input at ``shape``, scaled as the run scales it."""
     found = None
-    if source.format == "GeoTIFF":
-        found = _from_overviews(source, shape)
+    if source.format == "GeoTIFF" and source.overview_factors:
+        found = source.read_resampled(shape)
     elif plane is None:
         found = _from_slide_level(source, shape)
     pixels, valid = found if found is not None else _strided(source, shape, plane)
@@ -198,7 +186,7 @@ def write_preview(source, plan: Plan, overlap: int, slots: int, out: str, size: 
     read_shape = shape if shape[0] <= plan.height else (plan.height, plan.width)
     rgb, valid = thumbnail(source, read_shape, plane)
     if read_shape != shape:  # enlarge a small image, nearest-neighbour
-        rows, cols = (_centres(n, c) for n, c in zip(read_shape, shape))
+        rows, cols = (centres(n, c) for n, c in zip(read_shape, shape))
         rgb, valid = rgb[rows][:, cols], valid[rows][:, cols]
     title = (f"{source.path.rsplit('/', 1)[-1]}: {plan.width} x {plan.height} px"
              + (f", plane {plane} of {plan.depth}" if plane is not None else ""))

@@ -74,7 +74,6 @@ class GeoTiffSource:
         # An alpha band used as an input band reports itself all valid: validity comes from the
         # bands that carry a mask (an RGBA file's alpha still masks its four bands).
         self._mask_bands = [b for b in self.bands if ds.mask_flag_enums[b - 1] != [MaskFlags.all_valid]]
-        self._all_valid = not self._mask_bands
         self._check_readable(ds)
         try:
             self.scaling = resolve_scaling(spec.scaling, self.dtype, len(self.bands), self._sample)
@@ -123,7 +122,7 @@ class GeoTiffSource:
         ds = self._dataset()
         try:
             pixels[:, rows, cols] = ds.read(list(self.bands), window=rio_window)
-            if self._all_valid:
+            if not self._mask_bands:
                 valid[rows, cols] = True
             else:
                 valid[rows, cols] = ds.read_masks(self._mask_bands, window=rio_window).max(axis=0) > 0
@@ -157,17 +156,32 @@ class GeoTiffSource:
         where = "a scan of the whole image" + ("" if values.shape[1] else ", which found no valid pixel")
         return values, f"{where} ({missed} held no valid pixel)"
 
+    @property
+    def overview_factors(self) -> list[int]:
+        """The file's overview decimation factors (empty without overviews)."""
+        return self._dataset().overviews(self.bands[0])
+
+    def read_resampled(self, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """The whole image at ``shape`` (GDAL reads it from the overview nearest that size), with
+        the same validity as :meth:`read`: masked by the bands that carry a mask, and finite."""
+        ds = self._dataset()
+        pixels = ds.read(list(self.bands), out_shape=(len(self.bands), *shape))
+        if self._mask_bands:
+            masks = ds.read_masks(self._mask_bands, out_shape=(len(self._mask_bands), *shape))
+            valid = masks.max(axis=0) > 0
+        else:
+            valid = np.ones(shape, bool)
+        mark_non_finite(pixels, valid)
+        return pixels, valid
+
     def _quick_sample(self) -> tuple[np.ndarray, str]:
         ds = self._dataset()
-        indexes = list(self.bands)
-        factors = [f for f in ds.overviews(self.bands[0]) if min(ds.height, ds.width) // f >= OVERVIEW_MIN_SIDE]
+        factors = [f for f in self.overview_factors if min(ds.height, ds.width) // f >= OVERVIEW_MIN_SIDE]
         if factors:
             f = max(factors)
-            shape = (len(indexes), ds.height // f, ds.width // f)
-            pixels = ds.read(indexes, out_shape=shape)
-            masked = self._mask_bands or indexes
-            valid = ds.read_masks(masked, out_shape=(len(masked), *shape[1:])).max(axis=0) > 0
-            return pixels[:, valid], f"overview 1/{f} ({shape[2]}x{shape[1]} px)"
+            shape = (ds.height // f, ds.width // f)
+            pixels, valid = self.read_resampled(shape)
+            return pixels[:, valid], f"overview 1/{f} ({shape[1]}x{shape[0]} px)"
         size = min(SAMPLE_WINDOW, ds.height, ds.width)
         samples = []
         for i in range(SAMPLE_GRID):
