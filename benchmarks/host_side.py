@@ -54,7 +54,7 @@ def host_block(source, plan: Plan, store: MaskStore, index, batch: int) -> dict:
     core_valid = valid[core_rows, core_cols]
     tiles = [w for w in block.tiles if valid[w.relative_to(read)].any()]
     for i in range(0, len(tiles), batch):
-        tile_pixels(pixels, valid, read, tiles[i:i + batch])
+        tile_pixels([(pixels, valid, read, tile) for tile in tiles[i:i + batch]])
     seconds["cut"] += time.perf_counter() - t
     t = time.perf_counter()
     labels = host_labels(pixels, core_rows, core_cols, core_valid)
@@ -118,7 +118,7 @@ def host_profile(image: Path, plan: Plan, store: MaskStore, batch: int, blocks: 
         pixels, valid = deflate.read(window)  # again, for the copy (GDAL's block cache serves it)
         tiles = [w for w in block.tiles if valid[w.relative_to(window)].any()]
         for j in range(0, len(tiles), batch):
-            images, _ = tile_pixels(pixels, valid, window, tiles[j:j + batch])
+            images, _ = tile_pixels([(pixels, valid, window, tile) for tile in tiles[j:j + batch]])
             buffer = np.empty_like(images)
             t = time.perf_counter()
             np.copyto(buffer, images)

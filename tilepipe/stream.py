@@ -17,7 +17,6 @@ import traceback
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from itertools import groupby
 from typing import Callable
 
 import numpy as np
@@ -50,20 +49,20 @@ def rows_per_read(plan: Plan, source) -> int:
     return int(max(1, min(MAX_ROWS_PER_READ, fits)))
 
 
-def tile_pixels(pixels: np.ndarray, valid: np.ndarray, read: Window, tiles: list[Window]) -> tuple[np.ndarray, np.ndarray]:
-    """Cut ``tiles`` out of a read, unscaled: ((N, bands, h, w) in the source dtype, (N, h, w) bool)."""
-    cuts = [tile.relative_to(read) for tile in tiles]
-    return np.stack([pixels[:, rows, cols] for rows, cols in cuts]), np.stack([valid[rows, cols] for rows, cols in cuts])
+def tile_pixels(cuts: list[tuple[np.ndarray, np.ndarray, Window, Window]]) -> tuple[np.ndarray, np.ndarray]:
+    """Cut tiles out of reads, unscaled, into one batch: each cut is ``(pixels, valid, read window,
+    tile)``, and a batch may span the reads of several tile rows. Returns ((N, bands, h, w) in the
+    source dtype, (N, h, w) bool), each stacked once."""
+    slices = [(pixels, valid, tile.relative_to(read)) for pixels, valid, read, tile in cuts]
+    return (np.stack([pixels[:, rows, cols] for pixels, _, (rows, cols) in slices]),
+            np.stack([valid[rows, cols] for _, valid, (rows, cols) in slices]))
 
 
-def tile_inputs(pixels: np.ndarray, valid: np.ndarray, read: Window, tiles: list[Window], scaling,
-                channels: int = 3) -> tuple[np.ndarray, np.ndarray]:
-    """Cut ``tiles`` out of a read and scale them: ((N, channels, h, w) float32, (N, h, w) bool).
-
-    A one-band image is replicated when the network takes ``channels`` = 3."""
-    raw, masks = tile_pixels(pixels, valid, read, tiles)
+def network_input(raw: np.ndarray, scaling, channels: int = 3) -> np.ndarray:
+    """Scale a batch of raw tiles for the network: (N, channels, h, w) float32. A one-band image
+    is replicated when the network takes more channels (3)."""
     images = scaling.apply(raw)  # per-band terms broadcast over the batch axis
-    return (np.repeat(images, channels, axis=1) if images.shape[1] == 1 else images), masks
+    return np.repeat(images, channels, axis=1) if images.shape[1] == 1 and channels > 1 else images
 
 
 def error_line(exc: Exception) -> str:
@@ -210,13 +209,9 @@ class TaskStream:
     def prepare(self, batch: list[tuple[_Row, Window]]):
         """Cut, scale and upload one batch (in the reader pool); returns it with its seconds."""
         start = time.perf_counter()
-        by_row = [(row, [tile for _, tile in items]) for row, items in groupby(batch, key=lambda item: item[0])]
-        if self.on_device:  # raw tiles: a quarter of the bytes for uint8, scaled by the engine
-            parts = [tile_pixels(row.pixels, row.valid, row.window, tiles) for row, tiles in by_row]
-        else:
-            parts = [tile_inputs(row.pixels, row.valid, row.window, tiles, self.source.scaling,
-                                 self.engine.model.in_channels) for row, tiles in by_row]
-        images, masks = (np.concatenate(p) if len(p) > 1 else p[0] for p in zip(*parts))
+        images, masks = tile_pixels([(row.pixels, row.valid, row.window, tile) for row, tile in batch])
+        if not self.on_device:  # on a GPU the raw tiles go up (a quarter of the bytes for uint8), scaled there
+            images = network_input(images, self.source.scaling, self.engine.model.in_channels)
         uploaded = self.engine.upload(images, masks, self.source.scaling if self.on_device else None)
         return uploaded, time.perf_counter() - start
 
