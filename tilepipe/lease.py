@@ -26,17 +26,11 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
 from .errors import TilepipeError, first_line
-from .sink import fs_path
+from .sink import beside
 
 TIMEOUT_SECONDS = 60.0
 """A lease not renewed for this long belongs to a dead run and can be taken over."""
 RENEW_SECONDS = 10.0
-
-
-def lease_path(url: str) -> str:
-    """``.../scene_mask.zarr`` -> ``.../scene_mask.lease.json`` (in the store's filesystem)."""
-    _, path = fs_path(url)
-    return f"{path.rstrip('/').removesuffix('.zarr')}.lease.json"
 
 
 @dataclass(frozen=True)
@@ -78,8 +72,7 @@ class Lease:
 
     def __init__(self, url: str, run_id: str):
         self.url = url
-        self.fs, _ = fs_path(url)
-        self.path = lease_path(url)
+        self.fs, self.path = beside(url, "lease.json")
         self.holder = Holder.this_process(run_id)
         self.lost: Holder | None = None
         """Who took the lease over, when that happened while this run was live."""

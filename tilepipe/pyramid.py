@@ -123,8 +123,7 @@ def _level_geometry(group: zarr.Group, level: int, geometry: dict) -> None:
 
 def build_pyramid(store: MaskStore) -> list[tuple[int, ...]]:
     """(Re)build every level of ``store``'s pyramid from its finished level 0; returns the shapes."""
-    if store.run_id is not None:  # only the run that owns the store writes into it
-        store.check_owner()
+    store.check_owner()  # only the run that owns the store writes into it
     shapes = level_shapes(store.mask.shape)
     if GROUP in store.group:
         del store.group[GROUP]

@@ -56,6 +56,13 @@ def fs_path(url: str):
         raise TilepipeError(f"{url}: cannot use this location ({first_line(exc)})") from None
 
 
+def beside(url: str, suffix: str):
+    """``(filesystem, path)`` of the file ``<name>.<suffix>`` next to the store at ``url``
+    (``scene_mask.zarr`` -> ``scene_mask.<suffix>``): summaries, the timeline, the lease."""
+    fs, path = fs_path(url)
+    return fs, f"{path.rstrip('/').removesuffix('.zarr')}.{suffix}"
+
+
 def check_output(url: str, overwrite: bool) -> bool:
     """Refuse to clobber: an existing output needs ``overwrite``, and even then only a tilepipe
     store (or an empty folder) may be replaced, never an unrelated file or directory.
@@ -157,8 +164,7 @@ class MaskStore:
         if "tilepipe" not in group.attrs:
             raise TilepipeError(f"{url}: a Zarr group, but not one tilepipe wrote")
         store = cls(url, group, run_id)
-        if run_id is not None:
-            store.check_owner()
+        store.check_owner()
         return store
 
     def claim(self, run_id: str) -> None:
@@ -168,7 +174,9 @@ class MaskStore:
 
     def check_owner(self) -> None:
         """Refuse to write unless the store, as stored now (not as this handle last saw it), still
-        names this handle's run."""
+        names this handle's run. A reader's handle (no run) writes nothing: nothing to check."""
+        if self.run_id is None:
+            return
         fs, path = fs_path(self.url)
         try:
             stored = json.loads(fs.cat(f"{path}/zarr.json"))["attributes"]["tilepipe"].get("run_id")
@@ -193,8 +201,7 @@ class MaskStore:
         core = block.core
         where = (slice(core.row, core.row_stop), slice(core.col, core.col_stop))
         lead = () if block.plane is None else self.stack_index(block.plane)
-        if self.run_id is not None:
-            self.check_owner()
+        self.check_owner()
         if labels is not None:
             self.mask[lead + where] = labels
         if probabilities is not None and self.probabilities is not None:
@@ -212,8 +219,7 @@ class MaskStore:
         """Keep the summary in the store's attributes (it travels with the store) and write
         ``summary.json`` and ``summary.md`` beside the store, named after it. Files inside the
         store would make zarr warn about unknown objects whenever a group is listed."""
-        if self.run_id is not None:
-            self.check_owner()
+        self.check_owner()
         self.group.attrs["tilepipe"] = {**self.info, "summary": summary_json}
         written = []
         for suffix, text in (("summary.json", json.dumps(summary_json, indent=2)), ("summary.md", markdown)):
@@ -225,8 +231,7 @@ class MaskStore:
 
     def beside(self, suffix: str):
         """``(filesystem, path)`` of the file ``<name>.<suffix>`` next to the store."""
-        fs, path = fs_path(self.url)
-        return fs, f"{path.rstrip('/').removesuffix('.zarr')}.{suffix}"
+        return beside(self.url, suffix)
 
     @property
     def summary(self) -> dict:
@@ -236,6 +241,5 @@ class MaskStore:
         return summary
 
     def mark_complete(self) -> None:
-        if self.run_id is not None:
-            self.check_owner()
+        self.check_owner()
         self.group.attrs["tilepipe"] = {**self.info, "complete": True}
