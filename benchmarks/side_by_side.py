@@ -69,8 +69,8 @@ def stride_table(results: dict[int, dict]) -> list[str]:
 
 def compare(args, image: Path) -> dict:
     tp_store = args.workdir / f"throughput_{image.stem}_{args.model}_os{args.output_stride or 'default'}.zarr"
-    options = resolve_settings(**run_kwargs(args)).options
-    prepared = prepare(str(image), str(tp_store), options)  # the engine tilepipe.run will reuse (cached)
+    settings = resolve_settings(**run_kwargs(args))
+    prepared = prepare(str(image), str(tp_store), settings)  # the engine tilepipe.run will reuse (cached)
     engine, plan = prepared.engine, prepared.plan
     tile = (plan.tile_height, plan.tile_width)
     batch = engine.batch_size_for(*tile)

@@ -21,10 +21,9 @@ import uuid
 from .config import Settings, resolve_settings
 from .errors import TilepipeError
 from .lease import Lease
-from .model import model_card
 from .model.compare import compare_architectures
 from .options import RunOptions
-from .preparation import make_plan, open_input, prepare
+from .preparation import prepare
 from .pyramid import build_pyramid
 from .report.preview import PREVIEW_SIZE, write_preview
 from .report.progress import Progress
@@ -53,14 +52,13 @@ def plan(input: str, config=None, compare: bool = False, *, options: RunOptions 
     running the model. Options resolve as for :func:`run`. With ``compare``, the cost of every
     architecture and output stride on this scene and plan (counted on the meta device).
     ``preview``: also draw the plan over a thumbnail of the input to this PNG."""
-    settings = resolve_settings(config, options, **overrides)
-    options = settings.options
-    _, source, model_spec, _ = open_input(input, options, settings.card_file)
-    model = model_card(model_spec)
-    stride, num_classes, parameters = model.output_stride, model.num_classes, model.parameters
-    p = make_plan(source, options, stride)
     if preview_size < 16:
         raise TilepipeError(f"--preview-size {preview_size}: must be at least 16 px")
+    settings = resolve_settings(config, options, **overrides)
+    options = settings.options
+    prepared = prepare(input, "", settings, load_engine=False)
+    source, model, p = prepared.source, prepared.model, prepared.plan
+    stride, num_classes, parameters = model.output_stride, model.num_classes, model.parameters
     drawn = None
     if preview:
         drawn = write_preview(source, p, options.overlap, resolved_workers(options), str(preview), preview_size)
@@ -125,7 +123,7 @@ def _run_leased(input: str, output: str, settings: Settings, scheduling: Schedul
                 progress: Progress | None, t0: float) -> Summary:
     options, card_file = settings.options, settings.card_file
     replacing = False if options.resume else check_output(output, options.overwrite)
-    prepared = prepare(input, output, options, run_id, load_engine=not scheduling.distributed, settings=settings)
+    prepared = prepare(input, output, settings, run_id, load_engine=not scheduling.distributed)
     source, model, p = prepared.source, prepared.model, prepared.plan
     with runner(scheduling) as blocks_runner:
         expected = fingerprint(prepared, blocks_runner.engine_kind(prepared.context.engine))

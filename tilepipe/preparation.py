@@ -61,29 +61,29 @@ def _specs(input: str, options: RunOptions, card_file: CardFile | None) -> tuple
     return source, model, engine
 
 
-def open_input(input: str, options: RunOptions, card_file: CardFile | None, run_id: str = ""):
+def _open_input(input: str, options: RunOptions, card_file: CardFile | None, run_id: str):
     """The source, and the model spec told how many bands the source gives."""
     source_spec, model_spec, engine_options = _specs(input, options, card_file)
     source = open_source(source_spec, run_id)
     return source_spec, source, replace(model_spec, bands=len(source.bands)), engine_options
 
 
-def make_plan(source, options: RunOptions, output_stride: int) -> Plan:
+def _make_plan(source, options: RunOptions, output_stride: int) -> Plan:
     grid = TileGrid(tile_size=options.tile_size, overlap=options.overlap, output_stride=output_stride)
     return Plan(height=source.height, width=source.width, grid=grid, chunk_size=options.chunk_size,
                 block_size=options.block_size, depth=source.depth, volumes=getattr(source, "volumes", None))
 
 
-def prepare(input: str, output: str, options: RunOptions, run_id: str = "", load_engine: bool = True,
-            settings: Settings | None = None) -> Prepared:
+def prepare(input: str, output: str, settings: Settings, run_id: str = "", load_engine: bool = True) -> Prepared:
     """Open the source, read the model's card and build the plan; creates nothing. With
     ``load_engine`` (blocks running in this process) the engine is loaded too, so that weights
-    that do not load are refused before any output exists."""
-    settings = settings or Settings(options)
-    source_spec, source, model_spec, engine_options = open_input(input, options, settings.card_file, run_id)
+    that do not load are refused before any output exists; without it (``tilepipe plan``, a
+    client of remote workers) the model is only described, on the meta device."""
+    options = settings.options
+    source_spec, source, model_spec, engine_options = _open_input(input, options, settings.card_file, run_id)
     engine = cached_engine(model_spec, engine_options) if load_engine else None
     card = engine.model.card if engine else model_card(model_spec)
-    plan = make_plan(source, options, card.output_stride)
+    plan = _make_plan(source, options, card.output_stride)
     context = RunContext(source=source_spec, model=model_spec, engine=engine_options, plan=plan, store_url=str(output),
                          blending=options.blending, probabilities=options.probabilities, run_id=run_id)
     return Prepared(options=options, source=source, model=card, engine=engine, plan=plan, context=context,
