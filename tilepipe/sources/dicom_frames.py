@@ -32,8 +32,8 @@ from pydicom.pixels import as_pixel_options, get_decoder
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from ..errors import TilepipeError
+from .dicom_header import PIXEL_KEYWORDS
 
-PIXEL_KEYWORDS = {0x7FE00010: "PixelData", 0x7FE00008: "FloatPixelData", 0x7FE00009: "DoubleFloatPixelData"}
 ITEM, SEQUENCE_END = 0xFFFEE000, 0xFFFEE0DD
 UNDEFINED_LENGTH = 0xFFFFFFFF
 

@@ -21,8 +21,9 @@ from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 from ..errors import first_line
 from .dicom_labels import classic_labels, enhanced_labels, volume_dimensions
 
-PIXEL_DATA_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
-"""Pixel Data, Float Pixel Data, Double Float Pixel Data: where pydicom stops a header read."""
+PIXEL_KEYWORDS = {0x7FE00010: "PixelData", 0x7FE00008: "FloatPixelData", 0x7FE00009: "DoubleFloatPixelData"}
+"""The pixel data elements by tag: where pydicom stops a header read, and where a frame reader
+finds the pixels."""
 WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
 NON_IMAGE_MODALITIES = {"SEG", "RTSTRUCT", "SR", "PR", "KO"}
 """Objects that may carry pixel data but are labels or documents, not images to segment."""
@@ -137,9 +138,9 @@ def read_header(path: Path) -> Instance | Skipped:
         return Skipped(str(path), f"unreadable DICOM header ({first_line(exc)})", broken=True)
     if ds.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
         # the file position is in the deflated stream: look at the inflated dataset instead (rare, small files)
-        has_pixels = any(k in pydicom.dcmread(path) for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
+        has_pixels = any(k in pydicom.dcmread(path) for k in PIXEL_KEYWORDS.values())
     else:
-        has_pixels = len(tag) == 4 and _tag_value(tag, ds) in PIXEL_DATA_TAGS
+        has_pixels = len(tag) == 4 and _tag_value(tag, ds) in PIXEL_KEYWORDS
     sop_class = str(ds.get("SOPClassUID", ""))
     series = str(ds.get("SeriesInstanceUID", "")) or None
     name = UID(sop_class).name if sop_class else "no SOP Class UID"
