@@ -50,14 +50,15 @@ def _strided(source, shape: tuple[int, int], plane: int | None) -> tuple[np.ndar
 
 
 def _from_slide_level(source, shape: tuple[int, int]):
+    """The smallest pyramid level below the run's that is at least ``shape``, opened alone."""
     layout = getattr(source, "layout", None)
-    if getattr(layout, "kind", None) != "whole-slide" or layout.level + 1 >= layout.level_count:
+    if getattr(layout, "kind", None) != "whole-slide":
         return None
-    for level in range(layout.level_count - 1, layout.level, -1):  # smallest first
-        smaller = open_source(replace(source.spec, level=level))
-        if smaller.height >= shape[0] and smaller.width >= shape[1]:
-            return _strided(smaller, shape, None)
-    return None
+    smaller = [level for level in range(layout.level + 1, len(layout.level_shapes))
+               if layout.level_shapes[level][0] >= shape[0] and layout.level_shapes[level][1] >= shape[1]]
+    if not smaller:
+        return None
+    return _strided(open_source(replace(source.spec, level=smaller[-1])), shape, None)
 
 
 def thumbnail(source, shape: tuple[int, int], plane: int | None) -> tuple[np.ndarray, np.ndarray]:

@@ -85,7 +85,9 @@ class SlideLayout:
             self.warnings.append(f"{path}: level {level} has {len(chosen)} instances (focal planes, optical paths or "
                                  f"concatenations); using {chosen[0].path} only")
         self.instance = instance = chosen[0]
-        self.level, self.level_count = level, len(levels)
+        self.level = level
+        self.level_shapes = tuple((lv[0].slide.total_rows, lv[0].slide.total_columns) for lv in levels)
+        """(rows, columns) of every level, largest first."""
         slide = instance.slide
         if slide.organization not in ("TILED_FULL", ""):
             raise TilepipeError(f"{instance.path}: frames organised as {slide.organization}; only TILED_FULL "
@@ -122,7 +124,7 @@ class SlideLayout:
         slide = self.instance.slide
         return {
             "level": self.level,
-            "level_count": self.level_count,
+            "level_count": len(self.level_shapes),
             "total_pixel_matrix": [slide.total_rows, slide.total_columns],
             "frame_size": [self.instance.rows, self.instance.columns],
             "pixel_spacing": list(slide.pixel_spacing) if slide.pixel_spacing else None,
@@ -137,6 +139,6 @@ class SlideLayout:
         return {
             "slice_count": 1,
             "level": self.level,
-            "level_count": self.level_count,
+            "level_count": len(self.level_shapes),
             "layout": f"TILED_FULL, {self.tiles.frame_count} frames of {self.instance.columns}x{self.instance.rows} px",
         }
