@@ -121,7 +121,7 @@ def process_task(ctx: RunContext, units: tuple[Unit, ...]) -> list[BlockReport]:
     thread = threading.current_thread().name
     reports = {i: BlockReport(index=i, core=str(plan.block(i).core), worker=worker, thread=thread)
                for u in units for i in u.block_indices}
-    engine = None
+    engine = store = None
     first = next(iter(reports.values()))
     try:
         # every second of the task belongs to a stage, opening included (cached after a worker's first task)
@@ -136,7 +136,7 @@ def process_task(ctx: RunContext, units: tuple[Unit, ...]) -> list[BlockReport]:
         TaskStream(ctx, engine, store, source, reports, pool, _block_listeners.get(ctx.run_id)).run(units)
     except Exception as exc:  # reported per block: the run goes on and ends non-zero
         trace = traceback.format_exc()
-        done = store.done_blocks() if "store" in locals() else None
+        done = store.done_blocks() if store is not None else None
         for index, report in reports.items():
             if report.error is None and (done is None or not done[index]):
                 report.error, report.traceback = error_line(exc), trace

@@ -114,6 +114,16 @@ class TileGrid:
                 f"that is a multiple of the output stride {a}"
             )
 
+    @property
+    def stride(self) -> int:
+        """The step between neighbouring tiles' starts."""
+        return self.tile_size - self.overlap
+
+
+def block_index(plane: int | None, band: int, strip: int) -> tuple[int, ...]:
+    """A block's index: ``(band, strip)`` of a 2-D image, ``(plane, band, strip)`` of a stack."""
+    return (band, strip) if plane is None else (plane, band, strip)
+
 
 @dataclass(frozen=True, kw_only=True)
 class LatticeSpan:
@@ -177,8 +187,7 @@ class Unit(LatticeSpan):
 
     @property
     def block_indices(self) -> list[tuple[int, ...]]:
-        lead = () if self.plane is None else (self.plane,)
-        return [(*lead, band, self.strip) for band in range(self.band_start, self.band_stop)]
+        return [block_index(self.plane, band, self.strip) for band in range(self.band_start, self.band_stop)]
 
     def final_rows(self, position: int) -> int:
         """Rows above this one are final once tile row ``tile_rows[position]`` is in: no later tile

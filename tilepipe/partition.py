@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from itertools import product
 
-from .grid import Block, TileGrid, Unit, Window, align_up, axis_tile_starts, touching
+from .grid import Block, TileGrid, Unit, Window, align_up, axis_tile_starts, block_index, touching
 from .options import RunOptions
 
 
@@ -138,10 +138,9 @@ class Plan:
         planes = [None] if self.depth is None else range(self.depth)
         units = []
         for plane, strip in product(planes, range(self.strips)):
-            lead = () if plane is None else (plane,)
             start = None
             for band in range(self.bands + 1):
-                inside = band < self.bands and (wanted is None or (*lead, band, strip) in wanted)
+                inside = band < self.bands and (wanted is None or block_index(plane, band, strip) in wanted)
                 if inside and start is None:
                     start = band
                 elif not inside and start is not None:

@@ -81,8 +81,7 @@ def estimate_peak_memory(p: Plan, source, options: RunOptions, num_classes: int,
     The activation figure (about 60 float32 values per tile pixel for DeepLabV3-ResNet101 at
     stride 8, 3 for the stand-in) is an empirical allowance, not an exact count."""
     unit = p.unit(0 if p.depth else None, 0, 0, p.bands)
-    stride = p.grid.tile_size - p.grid.overlap
-    read_rows = min(unit.core.height + p.tile_height, p.tile_height + (rows_per_read(p, source) - 1) * stride)
+    read_rows = min(unit.core.height + p.tile_height, p.tile_height + (rows_per_read(p, source) - 1) * p.grid.stride)
     row_read = read_rows * unit.row_window(unit.tile_rows[0]).width
     bands, itemsize = len(source.bands), np.dtype(source.dtype).itemsize
     tile_px = p.tile_height * p.tile_width

@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import TilepipeError, first_line
-from .grid import Unit, Window
+from .grid import Unit, Window, block_index
 from .partition import Plan
 from .sink import MaskStore
 from .stitch import StripStitcher
@@ -44,8 +44,7 @@ def rows_per_read(plan: Plan, source) -> int:
     """Tile rows read in one window: as many as fit ``READ_BYTES`` (pixels and validity)."""
     per_pixel = len(source.bands) * np.dtype(source.dtype).itemsize + 1
     width = min(plan.strip_width, plan.width) + 2 * plan.tile_width
-    stride = plan.grid.tile_size - plan.grid.overlap
-    fits = (READ_BYTES / (width * per_pixel) - plan.tile_height) // stride + 1
+    fits = (READ_BYTES / (width * per_pixel) - plan.tile_height) // plan.grid.stride + 1
     return int(max(1, min(MAX_ROWS_PER_READ, fits)))
 
 
@@ -104,8 +103,7 @@ class _UnitRun:
     def home(self, row: int):
         """The report a tile row's work is counted in: the block holding its first row in the unit."""
         band = max(row, self.unit.core.row) // self.ctx.plan.chunk_size
-        lead = () if self.unit.plane is None else (self.unit.plane,)
-        return self.reports[(*lead, band, self.unit.strip)]
+        return self.reports[block_index(self.unit.plane, band, self.unit.strip)]
 
     def settle(self) -> None:
         """Blend out the rows whose tiles are all in (rows finish in order), write whole blocks."""
@@ -129,8 +127,7 @@ class _UnitRun:
     def _write_ready(self) -> None:
         plan = self.ctx.plan
         while self.next_band < self.unit.band_stop:
-            lead = () if self.unit.plane is None else (self.unit.plane,)
-            block = plan.block((*lead, self.next_band, self.unit.strip))
+            block = plan.block(block_index(self.unit.plane, self.next_band, self.unit.strip))
             have = sum(len(labels) for labels, _, _ in self.done)
             if have < block.core.height:
                 return
@@ -155,9 +152,8 @@ class _UnitRun:
     def fail(self, exc: Exception, trace: str) -> None:
         """Every block of the unit not written yet fails with ``exc``; the written ones stay done."""
         self.failed = True
-        lead = () if self.unit.plane is None else (self.unit.plane,)
         for band in range(self.next_band, self.unit.band_stop):
-            report = self.reports[(*lead, band, self.unit.strip)]
+            report = self.reports[block_index(self.unit.plane, band, self.unit.strip)]
             report.error, report.traceback = error_line(exc), trace
         self.in_flight.clear()
 
