@@ -55,13 +55,13 @@ def load_options(path: str | Path | None) -> RunOptions:
     if path is None:
         return RunOptions()
     data = _read_mapping(Path(path))
-    keys = {str(key).replace("-", "_"): str(key) for key in data}
-    unknown = [key for name, key in keys.items() if name not in OPTIONS]
+    keys = {str(key).replace("-", "_"): key for key in data}
+    unknown = [str(key) for name, key in keys.items() if name not in OPTIONS]
     if unknown:
         raise TilepipeError(f"{path}: unknown option(s): {', '.join(unknown)} (the options are listed in "
                             f"configs/satellite.yaml)")
     try:
-        return RunOptions().updated(**{str(key).replace("-", "_"): value for key, value in data.items()})
+        return RunOptions().updated(**{name: data[key] for name, key in keys.items()})
     except BadValue as exc:
         raise TilepipeError(exc.in_file(path, keys[exc.option.name])) from None
 

@@ -22,7 +22,7 @@ Two descriptions are written to the store's root attributes, both naming the sam
 
 from __future__ import annotations
 
-from .exporters.colors import ALPHA, palette
+from .exporters.colors import colormap
 from .sink import NO_LABEL
 
 OME_VERSION = "0.5"
@@ -59,7 +59,7 @@ def _axis(name: str, unit: str | None) -> dict:
     return {"name": name}
 
 
-def ome_label_image(paths: list[str], dims: list[str], dicom: dict, class_names: list[str], colours) -> dict:
+def ome_label_image(paths: list[str], dims: list[str], dicom: dict, class_names: list[str], table: dict) -> dict:
     """The ``ome`` attribute of an OME-NGFF 0.5 label image whose levels are ``paths``."""
     spacing, unit = _spacing(dicom, dims)
     datasets = []
@@ -76,7 +76,7 @@ def ome_label_image(paths: list[str], dims: list[str], dicom: dict, class_names:
         "multiscales": [{"name": "mask", "axes": [_axis(d, unit) for d in dims], "datasets": datasets,
                          "type": "mode", "metadata": {"description": "2x2 mode of the level above, no-data ignored"}}],
         "image-label": {
-            "colors": [{"label-value": v, "rgba": [*map(int, colours[v]), int(ALPHA[v])]} for v in values],
+            "colors": [{"label-value": v, "rgba": list(table[v])} for v in values],
             "properties": [{"label-value": v, "class": name} for v, name in zip(values, names)],
         },
     }
@@ -87,5 +87,5 @@ def describe_levels(group, paths: list[str], dims: list[str], resampling: str) -
     attrs = dict(group.attrs)
     update = multiscales_layout(paths, len(dims), resampling)
     if "dicom" in attrs:
-        update["ome"] = ome_label_image(paths, dims, attrs["dicom"], list(attrs.get("class_names", [])), palette(attrs))
+        update["ome"] = ome_label_image(paths, dims, attrs["dicom"], list(attrs.get("class_names", [])), colormap(attrs))
     group.attrs.update(update)

@@ -37,8 +37,8 @@ def _clamp(value: int, low: int, high: int) -> int:
     return max(low, min(high, value))
 
 
-def default_workers(device_type: str, cpus: int | None = None) -> int:
-    cpus = cpu_count() if cpus is None else cpus
+def default_workers(device_type: str) -> int:
+    cpus = cpu_count()
     return _clamp(cpus // 4, 2, 4) if device_type == "cuda" else 2
 
 

@@ -20,15 +20,16 @@ For a stack (a (z, y, x) store from a DICOM series) the preview shows the middle
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import rasterio
 from PIL import Image, ImageDraw, ImageFont
 from rasterio.errors import RasterioError
 
 from ..errors import TilepipeError, first_line
-from ..sink import MaskStore
+from ..sink import NO_LABEL, MaskStore
 from ..sources.scaling import IntensityScaling
-from ..sink import NO_LABEL
 from .cog import staged_output
 from .colors import ALPHA, palette
 
@@ -102,8 +103,8 @@ def _input_image(store: MaskStore, shape: tuple[int, int]) -> np.ndarray:
         raise TilepipeError(f"--overlay: cannot read the input {path} ({first_line(exc)}); "
                             f"export without --overlay") from None
     scaling = IntensityScaling(**facts["scaling"])
-    first = {k: getattr(scaling, k)[: len(bands)] for k in ("low", "high")}
-    scaled = np.clip(IntensityScaling(**{**facts["scaling"], **first}).apply(raw), 0, 1)
+    first = replace(scaling, low=scaling.low[: len(bands)], high=scaling.high[: len(bands)])
+    scaled = np.clip(first.apply(raw), 0, 1)
     scaled = (scaled * 255).round().astype(np.uint8)
     return np.broadcast_to(scaled, (3, *shape)).transpose(1, 2, 0)
 
