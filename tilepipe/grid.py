@@ -22,6 +22,8 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
+import numpy as np
+
 
 def align_up(value: int, multiple: int) -> int:
     """Smallest multiple of ``multiple`` that is >= ``value``."""
@@ -118,6 +120,15 @@ class TileGrid:
     def stride(self) -> int:
         """The step between neighbouring tiles' starts."""
         return self.tile_size - self.overlap
+
+
+def pixel_centres(transform, height: int, width: int) -> dict[str, np.ndarray]:
+    """x and y of the pixel centres under a north-up affine ``(a, b, c, d, e, f)`` (GDAL order as
+    rasterio writes it); empty when the affine rotates, where no 1-D coordinates exist."""
+    a, b, c, d, e, f = transform[:6]
+    if b or d:
+        return {}
+    return {"x": c + a * (np.arange(width) + 0.5), "y": f + e * (np.arange(height) + 0.5)}
 
 
 def block_index(plane: int | None, band: int, strip: int) -> tuple[int, ...]:

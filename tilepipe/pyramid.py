@@ -27,6 +27,7 @@ import numpy as np
 import zarr
 
 from .ngff import describe_levels
+from .grid import pixel_centres
 from .sink import NO_LABEL, MaskStore, without_empty_chunk_check, write_grid_mapping
 
 GROUP = "pyramid"
@@ -112,11 +113,8 @@ def _level_geometry(group: zarr.Group, level: int, geometry: dict) -> None:
     factor = 2 ** level
     a, b, c, d, e, f = transform
     scaled = [a * factor, b * factor, c, d * factor, e * factor, f]
-    height, width = group["mask"].shape[-2:]
-    if not b and not d:  # north-up: 1-D pixel-centre coordinates, as at level 0
-        for name, values in (("x", c + scaled[0] * (np.arange(width) + 0.5)),
-                             ("y", f + scaled[4] * (np.arange(height) + 0.5))):
-            group.create_array(name, data=values, chunks=values.shape, dimension_names=[name], overwrite=True)
+    for name, values in pixel_centres(scaled, *group["mask"].shape[-2:]).items():  # north-up only, as at level 0
+        group.create_array(name, data=values, chunks=values.shape, dimension_names=[name], overwrite=True)
     if geometry.get("crs_wkt"):
         write_grid_mapping(group, "mask", geometry["crs_wkt"], scaled)
 

@@ -20,7 +20,7 @@ from rasterio.errors import RasterioError
 from rasterio.windows import Window as RioWindow
 
 from ..errors import TilepipeError, first_line
-from ..grid import Window
+from ..grid import Window, pixel_centres
 from . import SourceSpec
 from .scaling import finite_columns, mark_non_finite, resolve_scaling
 
@@ -204,13 +204,7 @@ class GeoTiffSource:
 
     def coordinates(self) -> dict[str, np.ndarray]:
         """Pixel-centre x and y in CRS units, when the transform is north-up (no rotation)."""
-        t = self._dataset().transform
-        if t.b or t.d:
-            return {}
-        return {
-            "x": t.c + t.a * (np.arange(self.width) + 0.5),
-            "y": t.f + t.e * (np.arange(self.height) + 0.5),
-        }
+        return pixel_centres(self._dataset().transform, self.height, self.width)
 
     def describe(self) -> dict:
         ds = self._dataset()
