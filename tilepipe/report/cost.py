@@ -17,6 +17,7 @@ import torch
 
 from ..model.architectures import REGISTRY
 from ..model.costs import conv_macs_by_kernel, count_macs, macs_by_stage
+from .tactics import counted
 
 LIGHTER = ("deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large")
 PUBLISHED_MIOU = "COCO-val2017-VOC-labels"
@@ -56,10 +57,6 @@ def cost_figures(model, tile: tuple[int, int]) -> dict:
 
 def _g(macs: float) -> str:
     return f"{macs / 1e9:.2f} G"
-
-
-def _tiles(count: int) -> str:
-    return f"{count} tile{'' if count == 1 else 's'}"
 
 
 def _total(macs: float) -> str:
@@ -109,13 +106,13 @@ def cost_sentences(d: dict) -> list[dict]:
             f"output stride {stride} ({_g(total)} per tile)", ["torchvision-segmentation-weights"],
             {"torchvision-segmentation-weights": "the backbone's output stride is 16"}))
     if p["forward_calls"]:
-        passes = f"{p['forward_calls']} forward pass{'' if p['forward_calls'] == 1 else 'es'}"
+        passes = counted(p["forward_calls"], "forward pass", "forward passes")
         out.append(_sentence(
-            f"The pipeline's part: {_tiles(p['tiles_computed'])} ran in {passes} "
+            f"The pipeline's part: {counted(p['tiles_computed'], 'tile')} ran in {passes} "
             f"({p['tiles_computed'] / p['forward_calls']:.1f} tiles per pass)", ["tactic-tile-batching"]))
     if p["tiles_skipped_no_data"]:
         out.append(_sentence(
-            f"{_tiles(p['tiles_skipped_no_data'])} held no valid pixel and were never computed, "
+            f"{counted(p['tiles_skipped_no_data'], 'tile')} held no valid pixel and were never computed, "
             f"{_total(p['tiles_skipped_no_data'] * total)} multiply-adds "
             f"({p['compute_saved_by_skipping']:.1%} of the planned compute) saved", ["tactic-skip-nodata"]))
     pixels = d["input"]["megapixels"] * 1e6
@@ -129,7 +126,7 @@ def cost_sentences(d: dict) -> list[dict]:
         light_run = p["tiles_computed"] * light["macs_per_tile"]
         text = (f"A lighter backbone, {light['backbone']} in {light['architecture']} (output stride 16), would "
                 f"cost {_g(light['macs_per_tile'])} per tile on this scene, {_total(light_run)} for the run's "
-                f"{_tiles(p['tiles_computed'])} instead of {_total(run_macs)} "
+                f"{counted(p['tiles_computed'], 'tile')} instead of {_total(run_macs)} "
                 f"({total / light['macs_per_tile']:.0f}x less)")
         miou = light["published_miou"]
         if c["architecture"] in miou:

@@ -27,13 +27,14 @@ class Tactic:
     """What it did in this run, in the run's figures (a sentence without its full stop)."""
 
 
-def _n(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
+def counted(count: int, noun: str, plural: str | None = None) -> str:
+    """``1 tile``, ``3 tiles``; ``plural`` where adding an s is wrong (``passes``)."""
+    return f"{count} {noun if count == 1 else plural or noun + 's'}"
 
 
 def _reads(d: dict) -> str:
     p, inp, t = d["plan"], d["input"], d["timing"]
-    return (f"{_n(p['blocks_run'] - p['blocks_failed'], 'windowed read')} of block plus halo (largest "
+    return (f"{counted(p['blocks_run'] - p['blocks_failed'], 'windowed read')} of block plus halo (largest "
             f"{p['largest_read_megapixels']:.2f} MP) instead of loading the {inp['megapixels']} MP image; "
             f"reading took {t['stage_busy_seconds']['read']:.2f} s of stage work")
 
@@ -43,7 +44,7 @@ def _halo(d: dict) -> str:
     how = "blended with a Gaussian window" if p["blending"] == "gaussian" else "cropped to the nearest tile centre"
     return (f"{p['tile'][0]} x {p['tile'][1]} px tiles overlap by {p['overlap']} px and are {how}, so every pixel "
             f"is predicted with context; the cost is an overlap factor of {p['overlap_cost_factor']:.2f} "
-            f"({_n(p['tiles_computed'], 'tile')} for {d['input']['megapixels']} MP)")
+            f"({counted(p['tiles_computed'], 'tile')} for {d['input']['megapixels']} MP)")
 
 
 def _batching(d: dict) -> str:
@@ -103,7 +104,7 @@ def _compile(d: dict) -> str:
 
 
 def _dask(d: dict) -> str:
-    return (f"the plan's {d['plan']['blocks_run']} blocks (chunk rows of {_n(d['plan']['strips'], 'strip')}) ran as "
+    return (f"the plan's {d['plan']['blocks_run']} blocks (chunk rows of {counted(d['plan']['strips'], 'strip')}) ran as "
             f"Dask tasks of whole strips or strip bands, run by "
             f"{d['environment']['workers']} workers ({d['environment']['scheduler']})")
 
@@ -112,7 +113,7 @@ def _chunks(d: dict) -> str:
     p = d["plan"]
     per = -(-p["strip_width"] // p["chunk_size"])
     return (f"each block is one row of (up to) {per} whole {p['chunk_size']} px chunks across a strip, written "
-            f"by exactly one task as soon as its tiles are in: {_n(p['chunks_written'], 'chunk')}, no locks and "
+            f"by exactly one task as soon as its tiles are in: {counted(p['chunks_written'], 'chunk')}, no locks and "
             f"no read-modify-write, "
             f"{d['timing']['stage_busy_seconds']['write']:.2f} s of writing")
 
