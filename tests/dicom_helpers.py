@@ -53,18 +53,20 @@ def _shared_groups(spacing: float) -> Dataset:
 
 
 def write_enhanced_with_positions(source: Path, target: Path, spacing: float = 1.2, slope: float = 2.0,
-                                  intercept: float = -10.0) -> Path:
+                                  intercept: float = -10.0, positions=None) -> Path:
     """A copy of an enhanced multi-frame image given the functional groups real scanners write:
     shared pixel measures and orientation, and per-frame positions that run *against* the frame
     order (frame 1 is the highest slice) with a per-frame rescale, so that ordering by position and
-    reading the per-frame macros are both visible."""
+    reading the per-frame macros are both visible. ``positions`` gives each frame's
+    ImagePositionPatient instead (float noise, a shuffled order)."""
     ds = pydicom.dcmread(source)
     frames = int(ds.NumberOfFrames)
     ds.SharedFunctionalGroupsSequence = [_shared_groups(spacing)]
     per_frame = []
     for k in range(frames):
         position, transform, item = Dataset(), Dataset(), Dataset()
-        position.ImagePositionPatient = [-30.0, -30.0, spacing * (frames - 1 - k)]
+        position.ImagePositionPatient = ([float(v) for v in positions[k]] if positions is not None
+                                         else [-30.0, -30.0, spacing * (frames - 1 - k)])
         transform.RescaleSlope, transform.RescaleIntercept, transform.RescaleType = slope, intercept, "US"
         item.PlanePositionSequence, item.PixelValueTransformationSequence = [position], [transform]
         per_frame.append(item)

@@ -15,7 +15,9 @@ Two descriptions are written to the store's root attributes, both naming the sam
   (the exporters' colours, from the model card; no-data transparent) and name. OME-NGFF places a
   pixel's coordinate at
   its centre, so a level of factor ``f`` is shifted by ``(f - 1) / 2`` level-0 pixels. Whole-slide
-  spacing is given in micrometres (what a pathologist reads), radiology spacing in millimetres.
+  spacing is given in micrometres (what a pathologist reads), radiology spacing in millimetres. A
+  stack whose slices are not regularly spaced gets no unit on z (its scale is the slice index)
+  and the reason in ``metadata.z_axis``: one z scale would misplace its slices.
   The ``ome-zarr`` reader and napari's OME-Zarr plugin open the store as a label image; with the
   ``ome`` key present they read nothing else from the root attributes.
 """
@@ -41,16 +43,35 @@ def multiscales_layout(paths: list[str], ndim: int, resampling: str) -> dict:
             "multiscales": {"layout": layout, "resampling_method": resampling}}
 
 
-def _spacing(dicom: dict, dims: list[str]) -> tuple[list[float], str | None]:
-    """Level-0 spacing per axis and its OME unit, from the DICOM geometry attributes."""
+def _z_axis_note(dicom: dict) -> str | None:
+    """Why the OME z axis holds slice indices rather than millimetres; None when it holds mm.
+
+    OME-NGFF 0.5 gives each axis one scale and one translation, so it can place the slices of a
+    regular stack only. For a stack whose slices are not evenly spaced (a spacing change, missing
+    slices, volumes at different positions) any one z scale puts slices where they are not (a head
+    CT stepping 4.22 then 7.38 mm would end 36 mm short), so z claims no unit and this says why."""
+    irregular = dicom.get("irregular_slices")
+    if not irregular:
+        return None
+    return (f"z is the slice index, not a physical coordinate: the slices are not regularly spaced ({irregular}), "
+            f"and OME-NGFF can hold one z spacing only; each slice's position is in the root attributes "
+            f"dicom.slice_positions (ImagePositionPatient) and dicom.slice_locations (mm along dicom.slice_normal)")
+
+
+def _spacing(dicom: dict, dims: list[str]) -> tuple[list[float], list[str | None]]:
+    """Level-0 spacing and OME unit per axis, from the DICOM geometry attributes: no unit (and a
+    scale of 1) on z when the slices have no one spacing (:func:`_z_axis_note`)."""
     slide = dicom.get("kind") == "whole-slide"
     pixel = dicom.get("pixel_spacing")
     factor, unit = (1000.0, "micrometer") if slide else (1.0, "millimeter")
     if not pixel:
-        return [1.0] * len(dims), None
+        return [1.0] * len(dims), [None] * len(dims)
     by_axis = {"y": float(pixel[0]) * factor, "x": float(pixel[1]) * factor,
                "z": float(dicom.get("slice_spacing") or dicom.get("slice_thickness") or 1.0) * factor}
-    return [by_axis.get(d, 1.0) for d in dims], unit
+    units = {"y": unit, "x": unit, "z": unit}
+    if _z_axis_note(dicom):
+        by_axis["z"], units["z"] = 1.0, None
+    return [by_axis.get(d, 1.0) for d in dims], [units.get(d) for d in dims]
 
 
 def _axis(name: str, unit: str | None) -> dict:
@@ -61,7 +82,7 @@ def _axis(name: str, unit: str | None) -> dict:
 
 def ome_label_image(paths: list[str], dims: list[str], dicom: dict, class_names: list[str], table: dict) -> dict:
     """The ``ome`` attribute of an OME-NGFF 0.5 label image whose levels are ``paths``."""
-    spacing, unit = _spacing(dicom, dims)
+    spacing, units = _spacing(dicom, dims)
     datasets = []
     for level, path in enumerate(paths):
         f = [1] * (len(dims) - 2) + [2 ** level] * 2
@@ -69,12 +90,15 @@ def ome_label_image(paths: list[str], dims: list[str], dicom: dict, class_names:
         if level:
             transforms.append({"type": "translation", "translation": [round(s * (k - 1) / 2, 9) for s, k in zip(spacing, f)]})
         datasets.append({"path": path, "coordinateTransformations": transforms})
+    metadata = {"description": "2x2 mode of the level above, no-data ignored"}
+    if "z" in dims and (note := _z_axis_note(dicom)):
+        metadata["z_axis"] = note
     values = [*range(len(class_names)), NO_LABEL]
     names = [*class_names, "no data"]
     return {
         "version": OME_VERSION,
-        "multiscales": [{"name": "mask", "axes": [_axis(d, unit) for d in dims], "datasets": datasets,
-                         "type": "mode", "metadata": {"description": "2x2 mode of the level above, no-data ignored"}}],
+        "multiscales": [{"name": "mask", "axes": [_axis(d, u) for d, u in zip(dims, units)], "datasets": datasets,
+                         "type": "mode", "metadata": metadata}],
         "image-label": {
             "colors": [{"label-value": v, "rgba": list(table[v])} for v in values],
             "properties": [{"label-value": v, "class": name} for v, name in zip(values, names)],

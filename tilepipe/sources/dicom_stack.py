@@ -32,6 +32,10 @@ from .dicom_geometry import (
 from .dicom_labels import VOLUME_LABELS
 from .dicom_volumes import describe_labels, select_frames, split_volumes
 
+OME_Z_INDEX = ("OME-NGFF readers (napari, ome-zarr) get y and x in mm but z as the slice index with no unit, "
+               "since one z spacing would misplace these slices")
+"""What the store's OME-NGFF description holds for a stack without one slice step (:mod:`tilepipe.ngff`)."""
+
 
 @dataclass(frozen=True)
 class Frame:
@@ -156,7 +160,7 @@ class StackLayout:
             self.warnings.append(
                 f"{where}: about {gap.missing} slice(s) missing between {ordered[gap.after]} and "
                 f"{ordered[gap.after + 1]} (step {gap.step:.3g} mm from {low:.3g} to {high:.3g} mm, "
-                f"median spacing {order.median_spacing:.3g} mm)")
+                f"{gap.step / gap.spacing:.2g} times the {gap.spacing:.3g} mm spacing around it)")
         return Volume(ordered, order, slice_steps([p.info.position for p in ordered], self.orientation), labels)
 
     def _affine_warnings(self, path: str) -> None:
@@ -170,11 +174,11 @@ class StackLayout:
             where = f"{path} ({describe_labels(irregular.labels)})" if irregular.labels else path
             self.warnings.append(f"{where}: no affine written, the slices are not regularly spaced "
                                  f"({irregular.steps.irregular}); each slice's ImagePositionPatient is kept "
-                                 f"in attrs dicom.slice_positions")
+                                 f"in attrs dicom.slice_positions. {OME_Z_INDEX}")
         elif moved:
             self.warnings.append(f"{path}: no affine written, volume {self.volumes.index(moved[0])} "
                                  f"({describe_labels(moved[0].labels)}) sits elsewhere than volume 0; each volume's "
-                                 f"slice positions are kept in attrs dicom.volumes")
+                                 f"slice positions are kept in attrs dicom.volumes. {OME_Z_INDEX}")
             self.volumes = tuple(replace(v, steps=replace(v.steps, step=None, irregular="the volumes sit at "
                                                           "different positions")) for v in self.volumes)
         first = self.volumes[0]
