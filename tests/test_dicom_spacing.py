@@ -138,3 +138,16 @@ def test_real_regular_stacks_stay_regular(name):
     d = source.geometry()["dicom"]
     assert d["affine"] is not None and d["irregular_slices"] is None
     assert not [w for w in source.warnings if "missing" in w or "spacing" in w]
+
+
+def test_plan_shows_the_geometry_warnings_a_run_gives(tmp_path):
+    from click.testing import CliRunner
+
+    from tilepipe.cli import main
+
+    head_ct(tmp_path / "ct")
+    result = CliRunner().invoke(main, ["plan", str(tmp_path / "ct"), "--model", "standin", "--weights", "none"])
+    assert result.exit_code == 0, result.output
+    summary = tilepipe.run(str(tmp_path / "ct"), str(tmp_path / "ct.zarr"), model="standin", weights="none")
+    geometry = [w for w in summary["warnings"] if "spacing" in w]
+    assert geometry and all(f"WARNING: {w}" in result.output for w in geometry)

@@ -167,6 +167,8 @@ def plan(input, config, as_json, compare, preview, preview_size, **kwargs):
         click.echo(json.dumps(info, indent=2))
         return
     inp = info["input"]
+    for warning in inp.get("warnings", []):  # what the run will warn about, its geometry included
+        click.echo(f"WARNING: {warning}")
     click.echo(f"{inp['path']}: {info['image']['width']} x {info['image']['height']} px ({info['image']['megapixels']} MP), {inp['dtype']}, bands {inp['bands_used']}")
     m = info["model"]
     click.echo(f"model {m['architecture']}, weights {m['weights']}, {m['in_channels']} input channels, "
