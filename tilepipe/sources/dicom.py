@@ -11,7 +11,9 @@ protocol.
 Opening validates everything that can fail without decoding the series (series choice, geometry,
 decoder plugins, truncated files) and decodes exactly one frame, so a bad input fails before any
 output exists. After that a frame is decoded only when a block's window needs it, through a small
-byte-bounded cache shared by the threads of the process.
+byte-bounded cache shared by the threads of the process. What pydicom and highdicom warn about on
+the way is tilepipe's to say (:mod:`.dicom_warnings`): the warnings of opening join the source's
+warnings, those of later decodes go to the log.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from .dicom_files import discover, is_dicom_path, list_series, select_series
 from .dicom_header import Instance
 from .dicom_pixels import FrameCache, PixelFormat, check_decodable, check_pixel_data, decode_frame
 from .dicom_stack import Frame, StackLayout
+from .dicom_warnings import library_warnings
 from .dicom_window import choose_scaling
 from .dicom_wsi import SlideLayout
 from .scaling import mark_non_finite
@@ -42,6 +45,13 @@ class DicomSource:
     def __init__(self, spec: SourceSpec):
         self.spec = spec
         self.path = spec.path
+        with library_warnings(spec.path) as taken:
+            self._open(spec)
+        self.warnings += [f"{spec.path}: {text}" for text in taken]
+
+    def _open(self, spec: SourceSpec) -> None:
+        """Everything that can fail before a block runs: series, geometry, decoders, one decode and
+        the statistics sample (so their library warnings reach the summary)."""
         found = discover(spec.path)
         self.skipped_non_dicom, self.skipped_non_image = found.non_dicom, found.non_image
         self.other_series = len(list_series(found.instances)) - 1
@@ -69,7 +79,8 @@ class DicomSource:
         self.warnings = [*self.layout.warnings, *choice.warnings]
 
     def _decode(self, frame: Frame) -> np.ndarray:
-        raw = decode_frame(frame.path, frame.index)
+        with library_warnings(self.path):  # in a block: logged, once per process
+            raw = decode_frame(frame.path, frame.index)
         expected = (self.first.rows, self.first.columns) + ((self.first.samples,) if self.pixels.color else ())
         if raw.shape != expected:
             raise TilepipeError(f"{frame.path}: frame {frame.index + 1} decodes to {raw.shape}, expected {expected}")
