@@ -17,6 +17,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+WSI_STORAGE = "1.2.840.10008.5.1.4.1.1.77.1.6"
 COMPREHENSIVE_SR_STORAGE = "1.2.840.10008.5.1.4.1.1.88.33"
 
 
@@ -79,6 +80,55 @@ def write_ct_series(folder: Path, slices: int, size: int = 64, spacing: float = 
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
+
+
+def slide_pattern(rows: int, columns: int) -> np.ndarray:
+    """An RGB total pixel matrix whose every pixel says where it is: red ``row % 256``, green
+    ``column % 256``, blue ``16 * (row // 256) + column // 256``."""
+    r, c = np.mgrid[:rows, :columns]
+    return np.stack([r % 256, c % 256, 16 * (r // 256) + c // 256], axis=-1).astype(np.uint8)
+
+
+def write_slide(path: Path, rows: int, columns: int, frame: int = 128, organization: str | None = "TILED_SPARSE",
+                leave_out: tuple[tuple[int, int], ...] = (), seed: int | None = 0, positions: bool = True) -> Path:
+    """A one-level VL Whole Slide Microscopy image of :func:`slide_pattern`, ``frame`` px square
+    frames, uncompressed. ``organization`` is written as DimensionOrganizationType (None: left out);
+    ``leave_out`` lists the (frame row, frame column) cells with no frame; ``seed`` shuffles the
+    frame order (None: row-major, as TILED_FULL); ``positions`` writes each frame's
+    PlanePositionSlideSequence (1-based row and column in the total pixel matrix)."""
+    image = slide_pattern(rows, columns)
+    cells = [(r, c) for r in range(-(-rows // frame)) for c in range(-(-columns // frame)) if (r, c) not in leave_out]
+    if seed is not None:
+        random.Random(seed).shuffle(cells)
+    padded = np.zeros((-(-rows // frame) * frame, -(-columns // frame) * frame, 3), np.uint8)
+    padded[:rows, :columns] = image
+    ds = _image_dataset(WSI_STORAGE, "SM", generate_uid(), generate_uid(), "synthetic slide")
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "VOLUME", "NONE"]
+    ds.FrameOfReferenceUID, ds.InstanceNumber = generate_uid(), 1
+    ds.TotalPixelMatrixRows, ds.TotalPixelMatrixColumns = rows, columns
+    ds.Rows = ds.Columns = frame
+    ds.NumberOfFrames = len(cells)
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    if organization is not None:
+        ds.DimensionOrganizationType = organization
+    measures, shared = Dataset(), Dataset()
+    measures.PixelSpacing, measures.SliceThickness = [0.0005, 0.0005], 0.001
+    shared.PixelMeasuresSequence = [measures]
+    ds.SharedFunctionalGroupsSequence = [shared]
+    if positions:
+        per_frame = []
+        for r, c in cells:
+            place, item = Dataset(), Dataset()
+            place.RowPositionInTotalImagePixelMatrix, place.ColumnPositionInTotalImagePixelMatrix = r * frame + 1, c * frame + 1
+            place.XOffsetInSlideCoordinateSystem, place.YOffsetInSlideCoordinateSystem = c * frame * 0.0005, r * frame * 0.0005
+            place.ZOffsetInSlideCoordinateSystem = 0.0
+            item.PlanePositionSlideSequence = [place]
+            per_frame.append(item)
+        ds.PerFrameFunctionalGroupsSequence = per_frame
+    ds.PixelData = b"".join(padded[r * frame:(r + 1) * frame, c * frame:(c + 1) * frame].tobytes() for r, c in cells)
+    ds.save_as(path, enforce_file_format=True)
+    return path
 
 
 def write_sr(path: Path, series_uid: str | None = None) -> Path:
