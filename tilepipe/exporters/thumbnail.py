@@ -16,7 +16,7 @@ import numpy as np
 
 from ..grid import Window
 from ..sources import open_source
-from ..sources.scaling import IntensityScaling
+from ..sources.scaling import IntensityScaling, plane_scaling
 
 
 def centres(size: int, count: int) -> np.ndarray:
@@ -50,14 +50,14 @@ def _from_slide_level(source, shape: tuple[int, int]):
 def thumbnail(source, shape: tuple[int, int], plane: int | None,
               scaling: IntensityScaling | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(rgb (h, w, 3) uint8, valid (h, w) bool)`` of the input (``plane`` of a stack) at ``shape``,
-    scaled with ``scaling`` (the source's own by default) to 0-255: one band as grey, the first
-    three of more as RGB."""
+    scaled with ``scaling`` (by default the source's own for that plane, its volume's for a 4-D
+    series) to 0-255: one band as grey, the first three of more as RGB."""
     found = None
     if source.format == "GeoTIFF" and source.overview_factors:
         found = source.read_resampled(shape)
     elif plane is None:
         found = _from_slide_level(source, shape)
     pixels, valid = found if found is not None else _strided(source, shape, plane)
-    scaled = (scaling or source.scaling).apply(pixels)
+    scaled = (scaling or plane_scaling(source, plane)).apply(pixels)
     grey = (scaled[:3] if len(scaled) >= 3 else scaled[:1]) * 255
     return np.broadcast_to(grey.round().astype(np.uint8), (3, *shape)).transpose(1, 2, 0).copy(), valid
