@@ -4,8 +4,8 @@ its own files' WindowCenter/WindowWidth, else with its own percentiles.
 
 Oracles come from the files: the windows from their headers and the percentiles from their pixels,
 both read here with pydicom and numpy; and the mask of each volume run alone with ``--select``
-(which windows it with its own files only), which a 4-D run must reproduce plane for plane.
-Stand-in model: the network only has to react to its input."""
+(which windows it with its own files only), which a 4-D run must reproduce plane for plane; and
+the PNG overlay, which shows volume 0's middle slice in volume 0's window. Stand-in model: the network only has to react to its input."""
 
 from __future__ import annotations
 
@@ -14,11 +14,14 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 import tilepipe
 from tests.dicom_helpers import dicom_data
+from tests.test_exporters import assert_close_but_legend, blended
+from tilepipe.exporters import export
 from tilepipe.testing import ct_phantom
 
 STANDIN = {"model": "standin", "weights": "none"}
@@ -121,3 +124,18 @@ def test_the_real_diffusion_pair_gets_a_window_per_b_value(tmp_path):
         else:
             low, high = percentile_bounds([ds])
         assert volume["scaling"]["low"] == pytest.approx([low]) and volume["scaling"]["high"] == pytest.approx([high])
+
+
+def test_png_overlay_of_a_4d_store_shows_volume_0_in_its_own_window(tmp_path):
+    paths = write_field_map_series(tmp_path / "series")
+    tilepipe.run(str(tmp_path / "series"), str(tmp_path / "mask.zarr"), **STANDIN)
+    out = export(str(tmp_path / "mask.zarr"), "png", str(tmp_path / "overlay.png"), overlay=True)
+    with Image.open(out) as image:
+        png = np.asarray(image.convert("RGB"))
+    field_maps = headers_of(paths, VOLUMES[0])
+    middle = sorted(field_maps, key=lambda ds: float(ds.ImagePositionPatient[2]))[1]
+    low, high = window_bounds(field_maps)
+    values = middle.pixel_array * float(middle.RescaleSlope) + float(middle.RescaleIntercept)
+    grey = np.clip((values - low) / (high - low), 0, 1) * 255
+    mask = tilepipe.open(tmp_path / "mask.zarr").mask[0, 1]
+    assert_close_but_legend(png, np.kron(blended(grey, mask), np.ones((12, 12, 1))))
