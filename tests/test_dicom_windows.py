@@ -5,7 +5,8 @@ its own files' WindowCenter/WindowWidth, else with its own percentiles.
 Oracles come from the files: the windows from their headers and the percentiles from their pixels,
 both read here with pydicom and numpy; and the mask of each volume run alone with ``--select``
 (which windows it with its own files only), which a 4-D run must reproduce plane for plane; and
-the PNG overlay, which shows volume 0's middle slice in volume 0's window. Stand-in model: the network only has to react to its input."""
+the PNG overlay, which shows volume 0's middle slice in volume 0's window. Stand-in model: the
+network only has to react to its input."""
 
 from __future__ import annotations
 

@@ -51,13 +51,13 @@ def thumbnail(source, shape: tuple[int, int], plane: int | None,
               scaling: IntensityScaling | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(rgb (h, w, 3) uint8, valid (h, w) bool)`` of the input (``plane`` of a stack) at ``shape``,
     scaled with ``scaling`` (by default the source's own for that plane, its volume's for a 4-D
-    series) to 0-255: one band as grey, the first three of more as RGB."""
+    series) and clipped to 0-255: one band as grey, the first three of more as RGB."""
     found = None
     if source.format == "GeoTIFF" and source.overview_factors:
         found = source.read_resampled(shape)
     elif plane is None:
         found = _from_slide_level(source, shape)
     pixels, valid = found if found is not None else _strided(source, shape, plane)
-    scaled = (scaling or plane_scaling(source, plane)).apply(pixels)
+    scaled = np.clip((scaling or plane_scaling(source, plane)).apply(pixels), 0, 1)  # a card's mean/std is not clipped
     grey = (scaled[:3] if len(scaled) >= 3 else scaled[:1]) * 255
     return np.broadcast_to(grey.round().astype(np.uint8), (3, *shape)).transpose(1, 2, 0).copy(), valid

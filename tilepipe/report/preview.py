@@ -11,8 +11,8 @@ picture says what each mark is, with the plan's numbers; it never covers the ima
 The thumbnail (:mod:`tilepipe.exporters.thumbnail`) never reads the whole input at full
 resolution (a tiled file without overviews still decodes each sampled row's tiles). Small images
 are enlarged nearest-neighbour so the marks stay legible. No-data is judged at the thumbnail's
-resolution, so a sliver of data narrower than a thumbnail pixel can be
-drawn as no-data although the run will segment it.
+resolution, so a sliver of data narrower than a thumbnail pixel can be drawn as no-data although
+the run will segment it.
 """
 
 from __future__ import annotations
