@@ -11,6 +11,8 @@ from click.testing import CliRunner
 
 import tilepipe
 from tests.conftest import shared_file
+from pydicom.dataset import Dataset
+
 from tests.dicom_helpers import dicom_data, shuffled_copy, write_enhanced_with_positions
 from tilepipe.cli import main
 from tilepipe.errors import TilepipeError
@@ -97,3 +99,109 @@ def test_seg_refuses_a_store_not_made_from_dicom(tmp_path):
     tilepipe.run(str(tif), str(tmp_path / "mask.zarr"), **STANDIN)
     with pytest.raises(TilepipeError, match="its input was not DICOM"):
         export(str(tmp_path / "mask.zarr"), "dicom-seg", str(tmp_path / "seg.dcm"))
+
+
+def write_per_frame_enhanced(source, target, volumes: int = 1, spacing: float = 2.4):
+    """A copy of an enhanced multi-frame image written the way Philips and Siemens enhanced MR are:
+    pixel measures, orientation and position in every frame's own functional groups, none shared.
+    Its planes are sagittal (slice normal -x), frame 1 is the last slice along it, and with
+    ``volumes`` 2 the frames alternate between two temporal positions at each slice."""
+    ds = pydicom.dcmread(source)
+    frames = int(ds.NumberOfFrames)
+    orientation = [0.0, 1.0, 0.0, 0.0, 0.0, -1.0]
+    ds.DimensionIndexSequence = []
+    for pointer in ((0x00209128,) if volumes > 1 else ()) + (0x00209057,):
+        item = Dataset()
+        item.DimensionIndexPointer, item.FunctionalGroupPointer = pointer, 0x00209111
+        ds.DimensionIndexSequence.append(item)
+    per_frame = []
+    for k in range(frames):
+        z, time = k // volumes, k % volumes + 1
+        position, plane, measures, content, item = Dataset(), Dataset(), Dataset(), Dataset(), Dataset()
+        position.ImagePositionPatient = [spacing * z + 0.25, -40.0, 30.0]
+        plane.ImageOrientationPatient = orientation
+        measures.PixelSpacing, measures.SliceThickness = [0.8, 0.8], spacing
+        content.TemporalPositionIndex, content.InStackPositionNumber = time, z + 1
+        content.DimensionIndexValues = [time, z + 1] if volumes > 1 else [z + 1]
+        item.PlanePositionSequence, item.PlaneOrientationSequence = [position], [plane]
+        item.PixelMeasuresSequence, item.FrameContentSequence = [measures], [content]
+        per_frame.append(item)
+    ds.PerFrameFunctionalGroupsSequence = per_frame
+    if "SharedFunctionalGroupsSequence" in ds:
+        del ds.SharedFunctionalGroupsSequence
+    ds.save_as(target, enforce_file_format=True)
+    return target
+
+
+def seg_planes(path) -> dict[tuple[float, ...], np.ndarray]:
+    """The SEG read back with highdicom, as one plane of tilepipe classes (255 where no segment)
+    per position: each BINARY frame holds one segment at one ImagePositionPatient."""
+    seg = hd.seg.segread(path)
+    pixels = seg.pixel_array.reshape(int(seg.NumberOfFrames), int(seg.Rows), int(seg.Columns))
+    classes = classes_of(seg)
+    planes: dict[tuple[float, ...], np.ndarray] = {}
+    for item, frame in zip(seg.PerFrameFunctionalGroupsSequence, pixels):
+        where = tuple(round(float(v), 3) for v in item.PlanePositionSequence[0].ImagePositionPatient)
+        plane = planes.setdefault(where, np.full(frame.shape, 255, np.uint8))
+        plane[frame > 0] = classes[int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber)]
+    return planes
+
+
+def assert_seg_equals_mask(seg_path, source, frame_numbers: list[int], mask: np.ndarray) -> None:
+    """Plane ``k`` of ``mask`` was made from frame ``frame_numbers[k]`` of ``source``: the SEG must
+    hold that plane at that frame's position, read from the source's header with pydicom."""
+    frames = pydicom.dcmread(source, stop_before_pixels=True).PerFrameFunctionalGroupsSequence
+    planes = seg_planes(seg_path)
+    expected = {tuple(round(float(v), 3) for v in frames[n - 1].PlanePositionSequence[0].ImagePositionPatient): plane
+                for n, plane in zip(frame_numbers, mask)}
+    assert set(planes) <= set(expected)
+    for where, plane in expected.items():
+        got = planes.get(where, np.full(plane.shape, 255, np.uint8))
+        assert np.array_equal(got, plane), where
+
+
+def test_seg_of_an_enhanced_image_with_per_frame_geometry(tmp_path):
+    path = write_per_frame_enhanced(dicom_data("multiframe", "emri_small.dcm"), tmp_path / "enhanced.dcm")
+    tilepipe.run(str(path), str(tmp_path / "mask.zarr"), **STANDIN)
+    store = tilepipe.open(tmp_path / "mask.zarr")
+    mask, d = store.mask[...], store.group.attrs["dicom"]
+    assert d["frame_numbers"] == list(range(10, 0, -1)) and len(np.unique(mask)) > 1
+    export(str(tmp_path / "mask.zarr"), "dicom-seg", str(tmp_path / "seg.dcm"))
+    assert_seg_equals_mask(tmp_path / "seg.dcm", path, d["frame_numbers"], mask)
+    seg = hd.seg.segread(tmp_path / "seg.dcm")
+    labels = seg.get_pixels_by_source_frame(d["sop_instance_uids"][0], d["frame_numbers"], combine_segments=True)
+    assert np.array_equal(as_classes(labels, seg), mask)
+    assert [float(v) for v in seg.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].PixelSpacing] == [0.8, 0.8]
+
+
+def test_seg_of_a_4d_enhanced_image_and_of_one_selected_volume(tmp_path):
+    path = write_per_frame_enhanced(dicom_data("multiframe", "emri_small.dcm"), tmp_path / "4d.dcm", volumes=2)
+    tilepipe.run(str(path), str(tmp_path / "mask.zarr"), **STANDIN)
+    store = tilepipe.open(tmp_path / "mask.zarr")
+    mask, d = store.mask[...], store.group.attrs["dicom"]
+    assert mask.shape == (2, 5, 64, 64)
+    written = export(str(tmp_path / "mask.zarr"), "dicom-seg", str(tmp_path / "seg.dcm")).split("\n")
+    for v, seg_path in enumerate(written):
+        assert_seg_equals_mask(seg_path, path, d["frame_numbers"][v * 5:(v + 1) * 5], mask[v])
+    tilepipe.run(str(path), str(tmp_path / "t2.zarr"), select="TemporalPositionIndex=2", **STANDIN)
+    kept = tilepipe.open(tmp_path / "t2.zarr")
+    frames = kept.group.attrs["dicom"]["frame_numbers"]
+    assert len(frames) == 5 and all(n % 2 == 0 for n in frames)  # frames 2, 4, ... of 10: not the whole file
+    export(str(tmp_path / "t2.zarr"), "dicom-seg", str(tmp_path / "t2.dcm"))
+    assert_seg_equals_mask(tmp_path / "t2.dcm", path, frames, kept.mask[...])
+
+
+def test_seg_of_the_real_philips_enhanced_mr(tmp_path):
+    path = dicom_data("enhanced", "philips_mprage.dcm")
+    tilepipe.run(str(path), str(tmp_path / "mask.zarr"), **STANDIN)
+    store = tilepipe.open(tmp_path / "mask.zarr")
+    mask, d = store.mask[...], store.group.attrs["dicom"]
+    export(str(tmp_path / "mask.zarr"), "dicom-seg", str(tmp_path / "seg.dcm"))
+    assert_seg_equals_mask(tmp_path / "seg.dcm", path, d["frame_numbers"], mask)
+
+
+def test_seg_of_frames_without_positions_is_refused_with_the_reason(tmp_path):
+    tilepipe.run(str(dicom_data("multiframe", "emri_small.dcm")), str(tmp_path / "mask.zarr"), **STANDIN)
+    with pytest.raises(TilepipeError, match="its 10 planes have no position .* must place each of its frames"):
+        export(str(tmp_path / "mask.zarr"), "dicom-seg", str(tmp_path / "seg.dcm"))
+    assert not (tmp_path / "seg.dcm").exists()

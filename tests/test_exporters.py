@@ -1,11 +1,14 @@
 """Exporters on stand-in runs over real GeoTIFFs: the COG is a valid, georeferenced, paletted copy of
-the mask; the PNG preview has the asked size and the class colours; a store the COG cannot place,
-or that is missing or unfinished, fails with one ``Error:`` line and leaves no file behind."""
+the mask; the PNG preview has the asked size and the class colours, and its overlay blends them over
+the input (a DICOM series' windowed middle slice and a slide's small level too, read here with
+pydicom); a store the COG cannot place, or that is missing or unfinished, fails with one ``Error:``
+line and leaves no file behind."""
 
 import shutil
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 import rasterio
 import zarr
@@ -17,6 +20,7 @@ from rio_cogeo.cogeo import cog_validate
 
 import tilepipe
 from tests.conftest import shared_file
+from tests.dicom_helpers import dicom_data
 from tilepipe.cli import main
 from tilepipe.errors import TilepipeError
 from tilepipe.exporters import cog, export
@@ -160,3 +164,53 @@ def test_export_of_a_bad_store_is_one_error_line(stores, problem, tmp_path):
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error:"), result.output
     assert not out.exists()
+
+
+def assert_close_but_legend(png: np.ndarray, expected: np.ndarray, tolerance: int = 1) -> None:
+    """As :func:`assert_matches_but_legend`, allowing ``tolerance`` per channel for rounding."""
+    far = (np.abs(png.astype(int) - expected.astype(int)) > tolerance).any(axis=2)
+    rows, cols = np.nonzero(far)
+    assert rows.size, "no legend drawn"
+    assert rows.max() < png.shape[0] / 2 and cols.max() < png.shape[1] / 2, "differs outside the legend"
+
+
+def blended(grey_or_rgb: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Each class's colour half-and-half over the picture, the picture alone where there is no class."""
+    picture = np.broadcast_to(grey_or_rgb[..., None] if grey_or_rgb.ndim == 2 else grey_or_rgb, (*labels.shape, 3))
+    mixed = (picture + PALETTE[labels].astype(float)) / 2
+    return np.where((labels != 255)[..., None], mixed, picture).round()
+
+
+def test_png_overlay_of_a_dicom_series_blends_the_windowed_middle_slice(tmp_path):
+    folder = dicom_data("series_mr_ge_epi")
+    tilepipe.run(str(folder), str(tmp_path / "mask.zarr"), model="standin", weights="none")
+    out = export(str(tmp_path / "mask.zarr"), "png", str(tmp_path / "overlay.png"), overlay=True)
+    with Image.open(out) as image:
+        png = np.asarray(image.convert("RGB"))
+    headers = [pydicom.dcmread(p) for p in sorted(folder.iterdir())]
+    normal = np.cross(*np.reshape(np.asarray(headers[0].ImageOrientationPatient, float), (2, 3)))
+    middle = sorted(headers, key=lambda ds: float(np.dot(np.asarray(ds.ImagePositionPatient, float), normal)))[7]
+    values = middle.pixel_array * float(middle.get("RescaleSlope", 1)) + float(middle.get("RescaleIntercept", 0))
+    center = np.median([float(ds.WindowCenter) for ds in headers])
+    width = np.median([float(ds.WindowWidth) for ds in headers])
+    grey = np.clip((values - (center - width / 2)) / width, 0, 1) * 255
+    mask = tilepipe.open(tmp_path / "mask.zarr").mask[7]
+    assert png.shape == (768, 768, 3)  # 64 px enlarged 12 times, as legible as the legend needs
+    assert_close_but_legend(png, np.kron(blended(grey, mask), np.ones((12, 12, 1))))
+    assert len(np.unique(grey)) > 50  # a picture under the classes, not a flat window
+
+
+def test_png_overlay_of_a_slide_reads_a_level_that_fits(tmp_path):
+    folder = dicom_data("wsi_cmu1")
+    tilepipe.run(str(folder), str(tmp_path / "mask.zarr"), level=2, model="standin", weights="none")
+    out = export(str(tmp_path / "mask.zarr"), "png", str(tmp_path / "overlay.png"), max_size=300, overlay=True)
+    with Image.open(out) as image:
+        png = np.asarray(image.convert("RGB"))
+    mask = tilepipe.open(tmp_path / "mask.zarr").mask[...]
+    level3 = pydicom.dcmread(folder / "level-3-frames-0-1.dcm")  # 370 x 277 px: the smallest level of 300 px or more
+    assert (level3.TotalPixelMatrixRows, level3.NumberOfFrames) == (370, 1)
+    size = (225, 300)  # 555 x 300 / 741 = 224.7
+    picture = np.asarray(Image.fromarray(level3.pixel_array).resize(size, Image.NEAREST), float)
+    labels = np.asarray(Image.fromarray(mask).resize(size, Image.NEAREST))
+    assert png.shape == (300, 225, 3)
+    assert_close_but_legend(png, blended(picture, labels), tolerance=2)

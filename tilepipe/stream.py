@@ -17,6 +17,7 @@ import traceback
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import groupby
 from typing import Callable
 
 import numpy as np
@@ -25,6 +26,7 @@ from .errors import TilepipeError, first_line
 from .grid import Unit, Window, block_index
 from .partition import Plan
 from .sink import MaskStore
+from .sources.scaling import plane_scaling
 from .stitch import StripStitcher
 
 PREFETCH = 2
@@ -62,6 +64,18 @@ def network_input(raw: np.ndarray, scaling, channels: int = 3) -> np.ndarray:
     is replicated when the network takes more channels (3)."""
     images = scaling.apply(raw)  # per-band terms broadcast over the batch axis
     return np.repeat(images, channels, axis=1) if images.shape[1] == 1 and channels > 1 else images
+
+
+def scaled_runs(raw: np.ndarray, scalings: list, channels: int) -> np.ndarray:
+    """:func:`network_input` of a batch whose tiles may come from volumes scaled apart (a 4-D
+    DICOM series windows each volume on its own): each run of tiles sharing a scaling is scaled
+    with it."""
+    out, start = [], 0
+    for scaling, run in groupby(scalings):
+        count = len(list(run))
+        out.append(network_input(raw[start:start + count], scaling, channels))
+        start += count
+    return out[0] if len(out) == 1 else np.concatenate(out)
 
 
 def error_line(exc: Exception) -> str:
@@ -206,9 +220,11 @@ class TaskStream:
         """Cut, scale and upload one batch (in the reader pool); returns it with its seconds."""
         start = time.perf_counter()
         images, masks = tile_pixels([(row.pixels, row.valid, row.window, tile) for row, tile in batch])
-        if not self.on_device:  # on a GPU the raw tiles go up (a quarter of the bytes for uint8), scaled there
-            images = network_input(images, self.source.scaling, self.engine.model.in_channels)
-        uploaded = self.engine.upload(images, masks, self.source.scaling if self.on_device else None)
+        scalings = [plane_scaling(self.source, row.unit.unit.plane) for row, _ in batch]
+        if self.on_device and len(set(scalings)) == 1:  # raw tiles go up (a quarter of the bytes for uint8)
+            uploaded = self.engine.upload(images, masks, scalings[0])
+        else:  # on the host: a CPU, or a batch that spans volumes windowed apart
+            uploaded = self.engine.upload(scaled_runs(images, scalings, self.engine.model.in_channels), masks)
         return uploaded, time.perf_counter() - start
 
     @staticmethod

@@ -6,13 +6,20 @@ SEG-capable viewer reads) and references the source instances recorded in the st
 attributes. Their headers (never their pixels) are re-read from the paths saved at run time, so the
 source files must still be there, with the same SOPInstanceUIDs.
 
-How mask planes meet source frames:
+How mask planes meet source frames: by the geometry the store recorded, not by the order of the
+source's frames. Each plane of a stack goes to highdicom with its own ImagePositionPatient (the
+store's ``slice_positions``, per volume for a 4-D store), the stack's orientation and pixel
+spacing, and highdicom pairs every plane with the source frames or instances at that position.
+So a series, an enhanced multi-frame image, a ``--select`` store that kept some of a file's frames
+and each volume of a 4-D store are all written the same way. highdicom still reads the pixel
+measures and orientation of a multi-frame source from its *shared* functional groups (the macros
+it compares against), while many scanners (Philips, Siemens enhanced MR) write them per frame:
+the header copy handed to highdicom gets frame 1's macros as shared ones, which is what the store's
+geometry already assumed (one orientation, checked at run time, and one pixel spacing).
 
-* a series of single-frame images: plane z is ``source_files[z]``; highdicom gets the sources in
-  plane order, which is the order it pairs with the array's planes;
-* a 4-D series (volume, z, y, x): its planes run volume-major, plane ``v * z_count + z``, as the
-  per-plane lists of the store's attributes do, so the cases above apply to the flattened planes;
-* one multi-frame image: plane z is frame ``frame_numbers[z]``; planes are put back in frame order;
+* a stack without positions (secondary capture, a multi-frame without functional groups): one plane
+  is paired with its source by pixel matrix; several planes cannot be placed in a SEG, which needs a
+  position for every frame of a source with a frame of reference, and are refused;
 * a whole-slide level: the 2-D mask is the total pixel matrix, tiled by highdicom in the source's
   frame size.
 
@@ -104,15 +111,14 @@ class _SegWriter:
         import highdicom as hd
 
         whole_slide = geometry["kind"] == "whole-slide"
-        multiframe = len(sources) == 1 and int(sources[0].get("NumberOfFrames") or 1) > 1
-        positions = None
+        placement = {}
         if whole_slide:
             _default_slide_origin(sources[0])
             labels = labels[None]
-        elif multiframe and volume is not None:  # some of the source's frames: placed one by one
-            positions = [hd.PlanePositionSequence(hd.CoordinateSystemNames.PATIENT, p) for p in volume["slice_positions"]]
-        elif multiframe:
-            labels = _frame_order(labels, geometry["frame_numbers"], int(sources[0].NumberOfFrames), url)
+        else:
+            placement = _placement(geometry, volume, len(labels), url)
+            for ds in sources:
+                _shared_plane_macros(ds)
         about = f" ({describe_labels(volume['labels'])})" if volume else ""
         try:
             seg = hd.seg.Segmentation(
@@ -132,7 +138,7 @@ class _SegWriter:
                 content_label="TILEPIPE",
                 content_description=self.content,
                 tile_pixel_array=whole_slide,
-                plane_positions=positions,
+                **placement,
             )
             seg.save_as(out)
         except (ValueError, TypeError, AttributeError) as exc:
@@ -140,6 +146,40 @@ class _SegWriter:
         except OSError as exc:
             raise TilepipeError(f"{out}: cannot write it ({exc.strerror or exc})") from None
         return out
+
+
+def _placement(geometry: dict, volume: dict | None, planes: int, url: str) -> dict:
+    """highdicom's ``plane_positions``, ``plane_orientation`` and ``pixel_measures`` of a stack's
+    planes (of one volume of a 4-D store), from the store's geometry; none for one unplaced plane."""
+    import highdicom as hd
+
+    positions = (volume or geometry)["slice_positions"]
+    if positions is None:
+        if planes == 1:
+            return {}
+        raise TilepipeError(f"{url}: its {planes} planes have no position (no ImagePositionPatient in the source), "
+                            f"and a DICOM SEG must place each of its frames; export it --to png instead")
+    patient = hd.CoordinateSystemNames.PATIENT
+    spacing = geometry["pixel_spacing"]
+    return {
+        "plane_positions": [hd.PlanePositionSequence(patient, p) for p in positions],
+        "plane_orientation": hd.PlaneOrientationSequence(patient, geometry["image_orientation_patient"]),
+        "pixel_measures": hd.PixelMeasuresSequence(spacing, geometry["slice_thickness"]) if spacing else None,
+    }
+
+
+def _shared_plane_macros(ds: Dataset) -> None:
+    """A multi-frame source that gives its pixel measures or plane orientation per frame gets frame
+    1's as shared functional groups, where highdicom reads them (the module docstring says why)."""
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if not per_frame:
+        return
+    if "SharedFunctionalGroupsSequence" not in ds:
+        ds.SharedFunctionalGroupsSequence = [Dataset()]
+    shared = ds.SharedFunctionalGroupsSequence[0]
+    for keyword in ("PixelMeasuresSequence", "PlaneOrientationSequence"):
+        if keyword not in shared and keyword in per_frame[0]:
+            setattr(shared, keyword, getattr(per_frame[0], keyword))
 
 
 def _bands(mask):
@@ -205,12 +245,3 @@ def _default_slide_origin(ds: Dataset) -> None:
         origin.XOffsetInSlideCoordinateSystem = 0
         origin.YOffsetInSlideCoordinateSystem = 0
         ds.TotalPixelMatrixOriginSequence = [origin]
-
-
-def _frame_order(labels: np.ndarray, frame_numbers: list[int], frames: int, url: str) -> np.ndarray:
-    """Planes (in patient-geometry order) back into the multi-frame source's frame order."""
-    if sorted(frame_numbers) != list(range(1, frames + 1)):
-        raise TilepipeError(f"{url}: its planes do not cover the source's {frames} frames once each")
-    ordered = np.empty_like(labels)
-    ordered[np.asarray(frame_numbers) - 1] = labels
-    return ordered

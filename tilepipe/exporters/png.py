@@ -8,30 +8,32 @@ sampled, not averaged: an average of class numbers is a meaningless class. A mas
 a square), up to ``max_size``: on a 64-pixel mask the legend would otherwise cover the picture.
 
 Without ``overlay`` the PNG is RGBA and nodata is transparent. With ``overlay`` the classes are
-blended half-and-half over the input image (its path is in the store; it is read downsampled, from
-its overviews where it has them, and scaled to 0-255 with the intensity scaling the run recorded,
-so the picture is what the network saw); nodata shows the image alone.
+blended half-and-half over the input image, read again from the path and options the store
+recorded, at the preview's size (:mod:`.thumbnail`: a GeoTIFF from its overviews where it has them,
+a whole slide from the smallest pyramid level at least that size, a DICOM stack's plane row by
+row) and scaled to 0-255 with the intensity scaling (the DICOM window) the run recorded, so the
+picture is what the network saw; nodata shows the image alone.
 
 The legend (swatch and name of every class visible in the preview) sits in the top-left corner,
 inside the map area, so the file has exactly the requested size.
 
-For a stack (a (z, y, x) store from a DICOM series) the preview shows the middle slice.
+For a stack (a (z, y, x) store from a DICOM series) the preview shows the middle slice, of the
+first volume for a 4-D store, and the overlay that slice of the input.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
-import rasterio
 from PIL import Image, ImageDraw, ImageFont
 from rasterio.errors import RasterioError
 
 from ..errors import TilepipeError, first_line
 from ..sink import NO_LABEL, MaskStore
-from ..sources.scaling import IntensityScaling
+from ..sources import SourceSpec, open_source
+from ..sources.scaling import IntensityScaling, ScalingRequest
 from .cog import staged_output
 from .colors import ALPHA, palette
+from .thumbnail import centres, thumbnail
 
 OVERLAY_OPACITY = 0.5
 LEGIBLE_SIDE = 768
@@ -69,16 +71,11 @@ def enlargement(shape: tuple[int, int], max_size: int) -> int:
     return max(1, min(-(-LEGIBLE_SIDE // longest), max_size // longest))
 
 
-def centres(size: int, count: int) -> np.ndarray:
-    """Indices of the source pixels under the centres of ``count`` preview pixels."""
-    return ((np.arange(count) + 0.5) * size / count).astype(np.int64)
-
-
 def sample_labels(store: MaskStore, max_size: int) -> np.ndarray:
     """The nearest-neighbour preview of the mask (the middle slice of a stack, of its first volume
     for a 4-D store), read by chunk rows."""
     mask = store.mask
-    plane = (0,) * (mask.ndim - 3) + (mask.shape[-3] // 2,) if mask.ndim >= 3 else ()
+    plane = middle_plane(mask)
     height, width = mask.shape[-2:]
     rows, cols = (centres(n, c) for n, c in zip((height, width), preview_shape(height, width, max_size)))
     labels = np.empty((len(rows), len(cols)), np.uint8)
@@ -90,23 +87,28 @@ def sample_labels(store: MaskStore, max_size: int) -> np.ndarray:
     return labels
 
 
+def middle_plane(mask) -> tuple[int, ...]:
+    """The index of the plane a preview shows: the middle slice of a stack, of its first volume for
+    a 4-D mask; () for a 2-D mask."""
+    return (0,) * (mask.ndim - 3) + (mask.shape[-3] // 2,) if mask.ndim >= 3 else ()
+
+
 def _input_image(store: MaskStore, shape: tuple[int, int]) -> np.ndarray:
-    """The run's input bands (the first three of more), read at ``shape`` and scaled as the run
-    scaled them, clipped to the display range: (h, w, 3) uint8."""
-    path = store.info["input"]
-    facts = store.summary["input"]
+    """The run's input under the preview (the middle plane of a stack, which a 4-D source numbers
+    volume-major, so volume 0's is the same index) at ``shape``, scaled as the run scaled it:
+    (h, w, 3) uint8. The source is opened with a fixed scaling, so nothing is sampled again: the
+    recorded one is applied."""
+    path, options = store.info["input"], store.info["options"]
+    spec = SourceSpec(path=path, bands=tuple(options["bands"]) if options.get("bands") else None,
+                      scaling=ScalingRequest("fixed", fixed=(0.0, 1.0)), series=options.get("series"),
+                      level=options.get("level") or 0, select=options.get("select"))
+    plane = middle_plane(store.mask)
     try:
-        with rasterio.open(path) as ds:
-            bands = facts["bands_used"][:3]
-            raw = ds.read(bands, out_shape=(len(bands), *shape))
-    except RasterioError as exc:
+        return thumbnail(open_source(spec), shape, plane[-1] if plane else None,
+                         IntensityScaling(**store.summary["input"]["scaling"]))[0]
+    except (TilepipeError, RasterioError, OSError) as exc:
         raise TilepipeError(f"--overlay: cannot read the input {path} ({first_line(exc)}); "
                             f"export without --overlay") from None
-    scaling = IntensityScaling(**facts["scaling"])
-    first = replace(scaling, low=scaling.low[: len(bands)], high=scaling.high[: len(bands)])
-    scaled = np.clip(first.apply(raw), 0, 1)
-    scaled = (scaled * 255).round().astype(np.uint8)
-    return np.broadcast_to(scaled, (3, *shape)).transpose(1, 2, 0)
 
 
 def _blend(picture: np.ndarray, labels: np.ndarray, palette: np.ndarray) -> Image.Image:

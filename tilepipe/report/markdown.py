@@ -57,7 +57,11 @@ def _input(inp: dict) -> list[str]:
         + f" ({inp['megapixels']} MP), {inp['dtype']}, bands {inp['bands_used']} of {inp['band_count']}"
         + "".join(f", {inp[k]}" for k in ("layout", "compression") if inp.get(k)),
         f"- Scaling: {inp['scaling']['method']} from {inp['scaling']['sample']} "
-        f"(low {inp['scaling']['low']}, high {inp['scaling']['high']})",
+        f"(low {inp['scaling']['low']}, high {inp['scaling']['high']})"
+        + (", volume 0's; each volume is windowed on its own:" if inp.get("volume_windows") else ""),
+        *(f"  - volume {v} ({', '.join(f'{k} {x}' for k, x in w['labels'].items()) or 'unlabelled'}): "
+          f"{w['scaling']['method']}, low {w['scaling']['low']}, high {w['scaling']['high']}"
+          for v, w in enumerate(inp.get("volume_windows") or ())),
     ]
 
 

@@ -8,27 +8,22 @@ and the **no-data regions** that the run will skip (hatched; blocks with no vali
 out). A legend below the
 picture says what each mark is, with the plan's numbers; it never covers the image.
 
-The thumbnail never reads the whole input at full resolution: a GeoTIFF with overviews is read
-from them (GDAL picks the overview for the requested size), a whole-slide DICOM from the smallest
-pyramid level at least as large as the picture, and anything else by a strided read of one source
-row per picture row (memory of one row; a tiled file without overviews still decodes each sampled
-row's tiles). Small images are enlarged nearest-neighbour so the marks stay legible. No-data is
-judged at the thumbnail's resolution, so a sliver of data narrower than a thumbnail pixel can be
-drawn as no-data although the run will segment it.
+The thumbnail (:mod:`tilepipe.exporters.thumbnail`) never reads the whole input at full
+resolution (a tiled file without overviews still decodes each sampled row's tiles). Small images
+are enlarged nearest-neighbour so the marks stay legible. No-data is judged at the thumbnail's
+resolution, so a sliver of data narrower than a thumbnail pixel can be drawn as no-data although
+the run will segment it.
 """
 
 from __future__ import annotations
-
-from dataclasses import replace
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ..exporters.cog import staged_output
-from ..exporters.png import centres
+from ..exporters.thumbnail import centres, thumbnail
 from ..grid import Block, Window
 from ..partition import Plan
-from ..sources import open_source
 
 PREVIEW_SIZE = 1024
 BLOCK_COLOUR = (230, 25, 75)
@@ -36,41 +31,6 @@ UNIT_COLOUR = (245, 130, 48)
 TILE_COLOURS = ((0, 200, 255), (255, 225, 25))
 READ_COLOUR = (255, 255, 255)
 NO_DATA_COLOUR = (128, 128, 128)
-
-
-def _strided(source, shape: tuple[int, int], plane: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """One source row per thumbnail row, columns sampled at pixel centres."""
-    rows, cols = (centres(n, c) for n, c in zip((source.height, source.width), shape))
-    pixels = np.empty((len(source.bands), *shape), source.dtype)
-    valid = np.empty(shape, bool)
-    for i, row in enumerate(rows):
-        line, ok = source.read(Window(int(row), 0, 1, source.width), plane)
-        pixels[:, i], valid[i] = line[:, 0, cols], ok[0, cols]
-    return pixels, valid
-
-
-def _from_slide_level(source, shape: tuple[int, int]):
-    """The smallest pyramid level below the run's that is at least ``shape``, opened alone."""
-    layout = getattr(source, "layout", None)
-    if getattr(layout, "kind", None) != "whole-slide":
-        return None
-    smaller = [level for level in range(layout.level + 1, len(layout.level_shapes))
-               if layout.level_shapes[level][0] >= shape[0] and layout.level_shapes[level][1] >= shape[1]]
-    if not smaller:
-        return None
-    return _strided(open_source(replace(source.spec, level=smaller[-1])), shape, None)
-
-
-def thumbnail(source, shape: tuple[int, int], plane: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """``(rgb (h, w, 3) uint8, valid (h, w) bool)`` of the input at ``shape``, scaled as the run scales it."""
-    found = None
-    if source.format == "GeoTIFF" and source.overview_factors:
-        found = source.read_resampled(shape)
-    elif plane is None:
-        found = _from_slide_level(source, shape)
-    pixels, valid = found if found is not None else _strided(source, shape, plane)
-    grey = (source.scaling.apply(pixels) * 255).round().astype(np.uint8)
-    return np.broadcast_to(grey, (3, *shape)).transpose(1, 2, 0).copy(), valid
 
 
 def picture_shape(height: int, width: int, size: int) -> tuple[int, int]:

@@ -18,6 +18,8 @@ warnings, those of later decodes go to the log.
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 from pydicom.uid import UID
 
@@ -29,7 +31,7 @@ from .dicom_header import Instance
 from .dicom_pixels import FrameCache, PixelFormat, check_decodable, check_pixel_data, decode_frame
 from .dicom_stack import Frame, StackLayout
 from .dicom_warnings import library_warnings
-from .dicom_window import choose_scaling
+from .dicom_window import choose_scaling, volume_windows
 from .dicom_wsi import SlideLayout
 from .scaling import mark_non_finite
 
@@ -72,11 +74,21 @@ class DicomSource:
         probe = self.layout.sample_frames(1)[0]
         self.dtype = self._frame(probe).dtype
         mirror = self.pixels.mirror_sum(probe.slope, probe.intercept) if self.pixels.monochrome1 else None
-        choice = choose_scaling(spec.scaling, spec.window, path=spec.path, modality=first.modality,
-                                color=self.pixels.color, dtype=self.dtype, file_windows=self.layout.file_windows,
-                                sample=self._sample, mirror_sum=mirror)
-        self.scaling, self.window = choice.scaling, choice.window
-        self.warnings = [*self.layout.warnings, *choice.warnings]
+        choices = [choose_scaling(spec.scaling, spec.window, path=spec.path, modality=first.modality,
+                                  color=self.pixels.color, dtype=self.dtype, file_windows=self._file_windows(v),
+                                  sample=partial(self._sample, v), mirror_sum=mirror)
+                   for v in (range(self.volumes) if self.volumes else (None,))]
+        self.scaling, self.window = choices[0].scaling, choices[0].window
+        self.volume_scalings = tuple(c.scaling for c in choices) if self.volumes else ()
+        """Each volume's scaling, for a 4-D series (:mod:`.dicom_window` says why)."""
+        self.volume_windows = (volume_windows([v.labels for v in self.layout.volumes], choices)
+                               if self.volumes else None)
+        self.warnings = [*self.layout.warnings, *dict.fromkeys(w for c in choices for w in c.warnings)]
+
+    def _file_windows(self, volume: int | None) -> list[tuple[float, float] | None]:
+        if volume is None:
+            return self.layout.file_windows
+        return [p.info.window for p in self.layout.volumes[volume].planes]
 
     def _decode(self, frame: Frame) -> np.ndarray:
         with library_warnings(self.path):  # in a block: logged, once per process
@@ -102,12 +114,17 @@ class DicomSource:
         mark_non_finite(pixels, valid)  # Float Pixel Data (parametric maps) may hold NaN
         return pixels, valid
 
-    def _sample(self) -> tuple[np.ndarray, str]:
-        """Values of up to 8 frames spread through the image, thinned to about a million."""
-        frames = self.layout.sample_frames(SAMPLE_FRAMES)
+    def _sample(self, volume: int | None = None) -> tuple[np.ndarray, str]:
+        """Values of up to 8 frames spread through the image (or one volume of a 4-D series),
+        thinned to about a million."""
+        if volume is None:
+            frames = self.layout.sample_frames(SAMPLE_FRAMES)
+        else:
+            frames = self.layout.sample_frames(SAMPLE_FRAMES, volume)
         values = np.concatenate([self._decode(f).reshape(len(self.bands), -1) for f in frames], axis=1)
         step = max(1, values.shape[1] // SAMPLE_VALUES)
-        return values[:, ::step], f"{len(frames)} frame(s) spread through the image"
+        where = "the image" if volume is None else f"volume {volume}"
+        return values[:, ::step], f"{len(frames)} frame(s) spread through {where}"
 
     @property
     def transfer_syntaxes(self) -> list[str]:
@@ -128,6 +145,7 @@ class DicomSource:
             "transfer_syntaxes": self.transfer_syntaxes,
             "window": self.window.to_json() if self.window else None,
             "scaling": self.scaling.to_json(),
+            **({"volume_windows": self.volume_windows} if self.volume_windows else {}),
             **self.layout.geometry(),
             "warnings": self.warnings,
         }}
@@ -163,6 +181,7 @@ class DicomSource:
             "skipped_non_image_dicom": self.skipped_non_image,
             "other_series": self.other_series,
             "window": self.window.to_json() if self.window else None,
+            **({"volume_windows": self.volume_windows} if self.volume_windows else {}),
             "warnings": self.warnings,
         }
 

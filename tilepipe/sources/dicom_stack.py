@@ -193,10 +193,11 @@ class StackLayout:
     def frames_under(self, window: Window, plane: int | None) -> list[tuple[Frame, Window]]:
         return [(self.planes[plane or 0].frame, Window(0, 0, self.height, self.width))]
 
-    def sample_frames(self, count: int) -> list[Frame]:
-        """Up to ``count`` frames spread evenly through the stack, for statistics."""
-        step = max(1, len(self.planes) // count)
-        return [p.frame for p in self.planes[::step][:count]]
+    def sample_frames(self, count: int, volume: int | None = None) -> list[Frame]:
+        """Up to ``count`` frames spread evenly through the stack (or one of its volumes), for statistics."""
+        planes = self.planes if volume is None else self.volumes[volume].planes
+        step = max(1, len(planes) // count)
+        return [p.frame for p in planes[::step][:count]]
 
     @property
     def instances(self) -> list[Instance]:

@@ -5,6 +5,12 @@ option as for GeoTIFF); a colour image's full dtype range; the files' own Window
 percentiles of a sample of frames. A series often carries a different window on every slice, so
 the file window is the median over slices: one window for the whole volume, so that a pixel's
 value never depends on which slice it sits in.
+
+A 4-D series is several volumes, and they may hold different quantities: a field-map series puts
+a magnitude image (windows around 1076/1870) beside a field map in Hz (0/1000), a diffusion
+series b=0 beside b=1000. One window for all would clip one and saturate the other, so each volume
+is windowed on its own (:func:`volume_windows`): its own frames' windows, else percentiles of its
+own frames. A window the user gives (``--window``, ``--scaling``) applies to every volume alike.
 """
 
 from __future__ import annotations
@@ -99,3 +105,10 @@ def _window_scaling(window: VoiWindow, mirror_sum: float | None, where: str) -> 
     label = window.label if mirror_sum is None else f"{window.label}, mirrored for MONOCHROME1"
     half = window.width / 2
     return IntensityScaling(label, (center - half,), (center + half,), where)
+
+
+def volume_windows(labels: list[dict], choices: list[WindowChoice]) -> list[dict]:
+    """What the store's attributes and the summary record of a 4-D series' windows: each volume's
+    labels (what tells it apart), window (None when it is not a file's or the user's) and scaling."""
+    return [{"labels": dict(label), "window": choice.window.to_json() if choice.window else None,
+             "scaling": choice.scaling.to_json()} for label, choice in zip(labels, choices)]

@@ -81,6 +81,16 @@ class IntensityScaling:
         return asdict(self)
 
 
+def plane_scaling(source, plane: int | None) -> IntensityScaling:
+    """The scaling of one plane: a source whose volumes are scaled apart (``volume_scalings``, a
+    4-D DICOM series whose planes run volume-major) gives its plane's volume's, any other its one
+    ``scaling``."""
+    scalings = getattr(source, "volume_scalings", None)
+    if not scalings or plane is None:
+        return source.scaling
+    return scalings[plane * len(scalings) // source.depth]
+
+
 def mark_non_finite(pixels: np.ndarray, valid: np.ndarray) -> None:
     """In place, for a float read: a pixel with a non-finite value in any band becomes invalid,
     and every invalid pixel becomes 0 in all bands. Scaling then sees finite values of ordinary
