@@ -24,7 +24,7 @@ from rasterio.windows import Window
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_WORKDIR = HERE / "out"
-SHARED_GEOTIFF = Path(__file__).resolve().parents[2] / "shared" / "data" / "geotiff"
+SHARED_GEOTIFF = Path(__file__).resolve().parents[1] / "tests" / "data" / "geotiff"
 SAMPLE_NAMES = ("RGB.byte.tif", "cogeo.tif")
 MOSAIC_RECIPE = "mosaic-v1"
 """Stored as a tag in every built file; bump it when the recipe changes so stale caches are rebuilt."""

@@ -6,7 +6,7 @@ how tilepipe read frames before issue 11) against tilepipe's frame reader (one p
 
 Both ways decode the same frames, spread evenly through each file, in one process one after the
 other, so that load from other work hits both alike; the reader's time includes building it
-(parsing the header and locating every frame). Inputs: the shared 176-frame Enhanced MR, the CMU-1
+(parsing the header and locating every frame). Inputs: the 176-frame Enhanced MR in tests/data, the CMU-1
 slide sample's level 0 (30 JPEG frames), and larger slide levels made from those 30 frames repeated
 (``--slide-frames``, no Basic Offset Table, like the sample): there pydicom finds frame ``i`` by
 walking the fragment items before it, so its cost per frame grows with the level; the reader walks
@@ -31,7 +31,7 @@ from pydicom.pixels import pixel_array
 from _common import DEFAULT_WORKDIR, announce
 from tilepipe.sources.dicom_frames import READERS
 
-SHARED_DICOM = Path(__file__).resolve().parents[2] / "shared" / "data" / "dicom"
+SHARED_DICOM = Path(__file__).resolve().parents[1] / "tests" / "data" / "dicom"
 ENHANCED = SHARED_DICOM / "enhanced" / "philips_mprage.dcm"
 SLIDE_LEVEL_0 = SHARED_DICOM / "wsi_cmu1" / "level-0-frames-0-30.dcm"
 

@@ -14,7 +14,7 @@ weights, same cost as trained ones) on ``--real-slices`` slices. Memory must not
 number of slices: the script checks that the largest run's peak RSS is within ``--rss-ratio``
 (1.3) of the smallest run's, and exits 1 when it is not.
 
-Each of ``--files`` (by default the shared 176-frame Enhanced MR and the CMU-1 slide sample) is
+Each of ``--files`` (by default the 176-frame Enhanced MR in tests/data and the CMU-1 slide sample) is
 measured twice, each time in a fresh process so that no frame reader or frame is cached from
 before: reading every frame once through the source (frames/s of the reader alone, the source's
 opening timed apart), and a whole stand-in run (slices/s for a stack, frames/s of the level for a
@@ -36,7 +36,7 @@ from _common import DEFAULT_WORKDIR, announce, run_child
 from tilepipe.testing import write_ct_series
 
 MB = 1e6
-SHARED_DICOM = Path(__file__).resolve().parents[2] / "shared" / "data" / "dicom"
+SHARED_DICOM = Path(__file__).resolve().parents[1] / "tests" / "data" / "dicom"
 REAL_FILES = (SHARED_DICOM / "enhanced" / "philips_mprage.dcm", SHARED_DICOM / "wsi_cmu1")
 
 

@@ -1,6 +1,6 @@
 """A fixed set of runs whose outputs must not change when the code is only reorganised.
 
-Each run segments a real file from ``../shared/data`` (or the bundled sample) with fixed options
+Each run segments a real file from ``tests/data`` (or the bundled sample) with fixed options
 and random weights (seed 0), then hashes every array of the store (the mask, probabilities,
 pyramid levels, coordinates, the block records) and the geometry attributes. ``--save`` writes
 the hashes to a JSON file; ``--check`` compares a later run with such a file and exits 1 on any
@@ -29,7 +29,7 @@ import zarr
 import tilepipe
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+DATA = ROOT / "tests" / "data"
 STANDIN = {"model": "standin", "weights": "none"}
 SMALL = {"tile_size": 128, "overlap": 32, "chunk_size": 128, "block_size": 256}
 

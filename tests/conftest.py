@@ -1,4 +1,4 @@
-"""Shared fixtures: the real sample data beside the repo, and small files made on the fly."""
+"""Shared fixtures: the real sample files in ``tests/data``, and small files made on the fly."""
 
 from __future__ import annotations
 
@@ -9,14 +9,17 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = Path(__file__).resolve().parent / "data"
+"""The real sample files the suite carries (their sources and licences: ``tests/data/SOURCES.md``)."""
 GEOTIFFS = SHARED / "geotiff"
 
 
 def shared_file(*parts: str) -> Path:
+    """A real sample file under ``tests/data``. A missing one fails the test: a suite that skipped
+    its real files would pass on a clone that lost them."""
     path = SHARED.joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"real sample data not found at {path} (tests expect ../shared/data beside the repo)")
+        pytest.fail(f"real sample file missing: {path} (see tests/data/SOURCES.md)", pytrace=False)
     return path
 
 

@@ -15,7 +15,7 @@ from tests.conftest import shared_file
 
 
 def dicom_data(*parts: str) -> Path:
-    """A real DICOM sample under ``../shared/data/dicom``; the test skips when it is absent."""
+    """A real DICOM sample under ``tests/data/dicom``; a missing one fails the test."""
     return shared_file("dicom", *parts)
 
 
