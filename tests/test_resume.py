@@ -146,3 +146,52 @@ def test_a_url_is_identified_by_what_its_server_says(http_folder):
     with_etag = {**then, "etag": '"abc"'}
     assert content_changes(with_etag, {**with_etag, "last_modified": "later"}, "s") == ([], [])  # the ETag decides
     assert content_changes(with_etag, {**with_etag, "etag": '"abd"'}, "s")[0]
+
+
+@pytest.fixture
+def half_empty(tmp_path) -> Path:
+    """A scene whose top 128 rows are nodata: with 64 px chunks, its first two chunk rows are
+    blocks with no valid pixel, whose chunks are rightly never stored."""
+    data = smooth_image(300, 400, seed=2)
+    data = np.where(data == 0, 1, data)
+    data[:, :128] = 0
+    return write_geotiff(tmp_path / "half.tif", data, nodata=0)
+
+
+def test_a_chunk_lost_from_a_finished_block_is_repaired_by_resume(half_empty, tmp_path, caplog):
+    reference = tmp_path / "reference.zarr"
+    tilepipe.run(str(half_empty), str(reference), probabilities=True, **STANDIN)
+    expected = {a: chunk_files(reference, a) for a in ("mask", "probabilities")}
+    assert not any(k.startswith(("mask/c/0/", "mask/c/1/")) for k in expected["mask"])  # no-data rows: no chunk
+    out = tmp_path / "out.zarr"
+    tilepipe.run(str(half_empty), str(out), probabilities=True, **STANDIN)
+    (out / "mask" / "c" / "3" / "2").unlink()  # a lost write: block (3, 1) (strip 1: columns 128-255)
+    (out / "probabilities" / "c" / "0" / "4" / "0").unlink()  # and block (4, 0) lost one chunk of another array
+    summary = tilepipe.run(str(half_empty), str(out), resume=True, probabilities=True, **STANDIN)
+    assert summary["plan"]["blocks_repaired"] == 2 and summary["plan"]["blocks_run"] == 2
+    assert summary["plan"]["blocks_reused"] == summary["plan"]["blocks"] - 2
+    assert {a: chunk_files(out, a) for a in ("mask", "probabilities")} == expected
+    assert tilepipe.open(str(out)).is_complete
+    assert any("2 finished block(s) lack chunks" in r.getMessage() for r in caplog.records)
+    assert "2 repaired (their chunks were missing)" in (tmp_path / "out.summary.md").read_text()
+    again = tilepipe.run(str(half_empty), str(out), resume=True, probabilities=True, **STANDIN)
+    assert again["plan"]["blocks_repaired"] == 0 and again["plan"]["blocks_run"] == 0
+
+
+def test_the_store_of_an_unfinished_run_suggests_resume(scene, tmp_path):
+    from click.testing import CliRunner
+
+    from tilepipe.cli import main
+
+    out = tmp_path / "out.zarr"
+    stop_after_blocks(3, scene, out)
+    group = zarr.open_group(str(out), mode="r")
+    done, total = int((group["blocks"][...] > 0).sum()), group["blocks"].size
+    assert (done, total) == (3, 20)  # 5 chunk rows x 4 strips, as stored
+    before = snapshot(out)
+    result = CliRunner().invoke(main, ["run", str(scene), "-o", str(out), *flags(STANDIN)])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        f"Error: {out}: holds a run that did not finish (3 of 20 blocks done); finish it with --resume "
+        "(or pass --overwrite to start again)"]
+    assert snapshot(out) == before

@@ -1,5 +1,6 @@
 """What ``--resume`` checks: the fingerprint of everything that can change a pixel, written into
-a store when it is made and matched against the resuming run's before any block is reused."""
+a store when it is made and matched against the resuming run's before any block is reused; and
+that every block recorded as done still has its chunks."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from .errors import TilepipeError
+from .partition import Plan
 from .sink import MaskStore
 from .sources.identity import content_changes, content_identity
 
@@ -74,3 +76,16 @@ def open_for_resume(output: str, expected: dict, run_id: str) -> MaskStore:
         log.warning(note)
     store.claim(run_id)
     return store
+
+
+def blocks_to_run(store: MaskStore, plan: Plan) -> tuple[list[tuple[int, ...]], int]:
+    """The blocks a resumed run computes, and how many of them are repairs: every block not
+    recorded as done, and every block recorded as done whose chunks are not all in the store (a
+    write an object store lost, a copy cut short), which would otherwise stay a hole of no-data in
+    a store marked complete."""
+    done = store.done_blocks()
+    lost = set(store.blocks_missing_chunks(plan))
+    if lost:
+        log.warning("%s: %d finished block(s) lack chunks in the store (a lost write or a copy cut short); "
+                    "recomputing them", store.url, len(lost))
+    return [b.index for b in plan.blocks() if not done[b.index] or b.index in lost], len(lost)
