@@ -93,6 +93,9 @@ class GeoTiffSource:
     def _select_bands(self, requested, count) -> tuple[int, ...]:
         if requested:
             bad = [b for b in requested if not 1 <= b <= count]
+            if bad and self.spec.bands_from:
+                raise TilepipeError(f"{self.path}: {self.spec.bands_from} selects bands {list(requested)}; "
+                                    f"the file has {count}")
             if bad:
                 raise TilepipeError(f"{self.path}: band {bad[0]} is out of range, the file has {count} band(s) (1-{count})")
             return tuple(requested)  # any number: the model decides whether it takes them
