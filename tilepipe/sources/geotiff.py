@@ -4,7 +4,9 @@ The whole raster is never read: :meth:`GeoTiffSource.read` reads the part of a w
 inside the image and pads the rest, and the scaling statistics come from an overview or a grid of
 small windows. GDAL dataset handles are not thread-safe, so each thread opens its own handle.
 NaN and +-Inf pixels are no-data whether or not the file's nodata tag says so (GDAL masks NaN only
-when the tag is NaN).
+when the tag is NaN). The two rules differ on purpose: the nodata value makes a pixel no-data only
+when every band in use holds it (GDAL masks each band on its own; the union of their valid pixels
+is kept), a non-finite value in any band in use is enough (it would poison the network's input).
 """
 
 from __future__ import annotations
