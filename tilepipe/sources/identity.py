@@ -40,9 +40,8 @@ def content_identity(source) -> dict:
     in the module docstring it is."""
     if source.format == "DICOM":
         return dicom_identity([(i.sop_instance_uid, i.path) for i in source.layout.instances])
-    if "://" in source.path:
-        return url_identity(source.path)
-    return file_identity(source.path)
+    path = source.path.removeprefix("file://")
+    return url_identity(path) if "://" in path else file_identity(path)
 
 
 def sample_offsets(size: int) -> list[tuple[int, int]]:
