@@ -124,3 +124,40 @@ def test_gdal_cache_is_64_mb_while_the_blocks_read_and_restored_after(tmp_tif, t
                  overlap=16, chunk_size=128, block_size=128, workers=2)
     assert seen == {64 * 1024 * 1024}
     assert get_gdal_config("GDAL_CACHEMAX") == before
+
+
+def test_the_statistics_sample_never_reads_a_big_overview_whole(tmp_path, monkeypatch):
+    """A 4,608 px square uint16 scene with only a 2x overview (2,304 px square, 5.3 Mpx): the
+    percentile sample must not read that overview whole. Every array read while the source opens
+    is recorded, whatever reads it (a window, a resampled read, a mask)."""
+    from rasterio.enums import Resampling
+    from rasterio.io import DatasetReader
+    from rasterio.transform import from_origin
+
+    from tilepipe.sources import SourceSpec
+    from tilepipe.sources.geotiff import SAMPLE_MAX_PIXELS
+
+    side = 4608
+    ramp = np.add.outer(np.arange(side, dtype=np.uint16), np.arange(side, dtype=np.uint16))[None]
+    path = tmp_path / "big.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=side, height=side, count=1, dtype="uint16", tiled=True,
+                       compress="deflate", blockxsize=512, blockysize=512, crs="EPSG:32618",
+                       transform=from_origin(500000.0, 4200000.0, 30.0, 30.0)) as dst:
+        dst.write(ramp)
+        dst.build_overviews([2], Resampling.nearest)
+    with rasterio.open(path) as src:
+        assert src.overviews(1) == [2]
+    shapes = []
+    for method in ("read", "read_masks"):
+        original = getattr(DatasetReader, method)
+
+        def spy(self, *args, _original=original, **kwargs):
+            out = _original(self, *args, **kwargs)
+            shapes.append(out.shape)
+            return out
+
+        monkeypatch.setattr(DatasetReader, method, spy)
+    source = GeoTiffSource(SourceSpec(path=str(path)))
+    assert source.scaling.method.startswith("percentile")
+    largest = max(int(np.prod(s[-2:])) for s in shapes)
+    assert largest <= SAMPLE_MAX_PIXELS < (side // 2) ** 2

@@ -14,6 +14,7 @@ from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.models.segmentation.deeplabv3 import ASPP
 from torchvision.models.segmentation import deeplabv3_resnet101
 
+import tilepipe
 from tilepipe.errors import TilepipeError
 from tilepipe.model import ModelSpec, load_model
 
@@ -148,3 +149,23 @@ def test_default_weights_offline_say_how_to_pass_a_file(offline_weights):
 def test_random_weights_are_flagged():
     loaded = load_model(ModelSpec(architecture="standin", weights="none"))
     assert loaded.random_weights and loaded.weights_identity.startswith("random")
+
+
+def test_bands_a_model_card_or_checkpoint_wants_but_the_file_lacks_say_so(tmp_path):
+    """A 3-band file: the card's four bands, or a 4-channel checkpoint, are refused naming the card
+    or the checkpoint and the file's band count, not a ``--bands`` the user never typed."""
+    import yaml
+
+    from tests.conftest import smooth_image, write_geotiff
+    from tests.test_own_model import four_band_model
+
+    three = write_geotiff(tmp_path / "three.tif", smooth_image(64, 64))
+    card = tmp_path / "landcover.yaml"
+    card.write_text(yaml.safe_dump({"bands": [1, 2, 3, 4]}))
+    with pytest.raises(TilepipeError) as caught:
+        tilepipe.plan(str(three), model="standin", weights="none", model_card=str(card))
+    assert str(caught.value) == f"{three}: the model card {card} selects bands [1, 2, 3, 4]; the file has 3"
+    checkpoint = tmp_path / "rgbn.pt"
+    torch.save(four_band_model().state_dict(), checkpoint)
+    with pytest.raises(TilepipeError, match=r"rgbn\.pt .*takes 4 input channels; the file has 3 band\(s\)$"):
+        tilepipe.plan(str(three), model="lraspp_mobilenet_v3_large", weights=str(checkpoint), scaling="0,255")

@@ -235,3 +235,27 @@ def test_a_checkpoint_with_255_classes_is_refused(tmp_path):
     torch.save({"classifier.4.weight": torch.zeros(255, 256, 1, 1)}, ckpt)
     with pytest.raises(TilepipeError, match=r"wide\.pth.*255-class head.*255.*no-data"):
         load_model(ModelSpec(architecture="deeplabv3_resnet101", weights=str(ckpt)))
+
+
+@pytest.mark.parametrize("dtype, nodata", [("uint16", 0), ("float32", -9999.0)])
+def test_the_nodata_value_needs_every_band_a_non_finite_value_any_band(tmp_path, dtype, nodata):
+    """The README's two rules, on hand-set pixels: a pixel is no-data when every band it uses holds
+    the file's nodata value, or when any band it uses holds NaN or an infinity."""
+    data = np.full((3, 4, 4), 7, dtype)
+    data[:, 0, 0] = nodata  # every band: no-data
+    data[0, 0, 1] = nodata  # one band only: valid
+    data[:2, 0, 2] = nodata  # bands 1 and 2, not 3: valid, unless only bands 1 and 2 are used
+    expected = np.ones((4, 4), bool)
+    expected[0, 0] = False
+    if dtype == "float32":
+        data[1, 1, 1] = np.nan  # one band non-finite: no-data
+        data[2, 1, 2] = np.inf
+        expected[1, 1] = expected[1, 2] = False
+    path = write_geotiff(tmp_path / f"{dtype}.tif", data, nodata=nodata)
+    window = tilepipe.grid.Window(0, 0, 4, 4)
+    _, valid = open_source(SourceSpec(path=str(path), scaling=ScalingRequest.parse("0,10"))).read(window)
+    assert np.array_equal(valid, expected)
+    _, valid = open_source(SourceSpec(path=str(path), bands=(1, 2), scaling=ScalingRequest.parse("0,10"))).read(window)
+    expected[0, 2] = False  # both bands used hold nodata
+    expected[1, 2] = True  # the infinity is in band 3, not used
+    assert np.array_equal(valid, expected)

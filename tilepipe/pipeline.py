@@ -29,7 +29,7 @@ from .report.preview import PREVIEW_SIZE, write_preview
 from .report.progress import Progress
 from .report.summary import Summary, build_summary
 from .report.timeline import write_timeline
-from .resume import fingerprint, open_for_resume
+from .resume import blocks_to_run, fingerprint, open_for_resume
 from .schedule import Scheduling, runner
 from .sink import NO_LABEL, MaskStore, check_output, remove_output
 from .sizing import estimate_peak_memory, resolved_workers
@@ -129,8 +129,7 @@ def _run_leased(input: str, output: str, settings: Settings, scheduling: Schedul
         expected = fingerprint(prepared, blocks_runner.engine_kind(prepared.context.engine))
         if options.resume:
             store = open_for_resume(output, expected, run_id)
-            done = store.done_blocks()
-            todo = [b.index for b in p.blocks() if not done[b.index]]
+            todo, repaired = blocks_to_run(store, p)
         else:
             if replacing:
                 remove_output(output)
@@ -148,7 +147,7 @@ def _run_leased(input: str, output: str, settings: Settings, scheduling: Schedul
                 coordinates=source.coordinates(),
                 run_id=run_id,
             )
-            todo = [b.index for b in p.blocks()]
+            todo, repaired = [b.index for b in p.blocks()], 0
         reused = p.block_count - len(todo)
         if progress:
             progress.begin(len(todo), {i: p.block(i).core.area / 1e6 for i in todo}, reused)
@@ -166,7 +165,8 @@ def _run_leased(input: str, output: str, settings: Settings, scheduling: Schedul
         levels = [] if failed else build_pyramid(store)  # derived from the finished blocks, so after them
         pyramid = {"levels": levels, "seconds": time.perf_counter() - t2, "built": not failed}
         summary = build_summary(prepared, reports, output, setup_seconds, blocks_seconds, t0,
-                                scheduling=scheduling, slots=blocks_runner.slots, reused=reused, pyramid=pyramid)
+                                scheduling=scheduling, slots=blocks_runner.slots, reused=reused, repaired=repaired,
+                                pyramid=pyramid)
     timeline, note = write_timeline(reports, *store.beside("timeline.png"))
     summary.data["output"].update(timeline=timeline, timeline_note=note)
     summary.files = store.save_summary(summary.data, summary.to_markdown())

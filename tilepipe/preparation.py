@@ -51,7 +51,9 @@ def _scaling_request(options: RunOptions, card_file: CardFile | None) -> Scaling
 
 def _specs(input: str, options: RunOptions, card_file: CardFile | None) -> tuple[SourceSpec, ModelSpec, EngineOptions]:
     scaling = _scaling_request(options, card_file)
+    by_card = card_file is not None and card_file.bands is not None and options.bands == card_file.bands
     source = SourceSpec(path=str(input), bands=options.bands, scaling=scaling, series=options.series,
+                        bands_from=f"the model card {card_file.path}" if by_card else None,
                         window=options.window, level=options.level, select=options.select)
     model = ModelSpec(architecture=options.model, weights=str(options.weights), output_stride=options.output_stride,
                       num_classes=options.num_classes, class_names=options.class_names,
@@ -65,7 +67,8 @@ def _open_input(input: str, options: RunOptions, card_file: CardFile | None, run
     """The source, and the model spec told how many bands the source gives."""
     source_spec, model_spec, engine_options = _specs(input, options, card_file)
     source = open_source(source_spec, run_id)
-    return source_spec, source, replace(model_spec, bands=len(source.bands)), engine_options
+    model_spec = replace(model_spec, bands=len(source.bands), file_bands=source.describe()["band_count"])
+    return source_spec, source, model_spec, engine_options
 
 
 def _make_plan(source, options: RunOptions, output_stride: int) -> Plan:

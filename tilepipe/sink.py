@@ -5,7 +5,8 @@ Layout of a store (``zarr.open_group(path)``)::
     mask            (y, x), (z, y, x) or (volume, z, y, x) uint8, NO_LABEL (255) where the source has no data
     probabilities   (class, y, x), (z, class, y, x) or (volume, z, class, y, x) uint8, p * PROBABILITY_SCALE
                     (only with --probabilities)
-    blocks          one uint8 per block, 1 once that block's chunks are stored (a 4-D series'
+    blocks          one uint8 per block: 0 not done, 1 (STORED) once its chunks are stored,
+                    2 (NO_DATA) done with no valid pixel, so no chunk stored (a 4-D series'
                     planes run volume-major: plane v * z + k)
     x, y            pixel-centre coordinates (GeoTIFF with a north-up transform)
 
@@ -13,7 +14,9 @@ The run summary is kept in the group attributes and written beside the store as
 ``<name>.summary.json`` and ``<name>.summary.md`` (``scene_mask.zarr`` -> ``scene_mask.summary.md``).
 
 Every block core is a whole number of chunks, so one task owns each chunk: no locks, no
-read-modify-write. A block's record is set only after its chunks are written, and the group
+read-modify-write. A block's record is set only after its chunks are written (every one of them:
+the empty-chunk check is off, see :func:`without_empty_chunk_check`), so a block recorded STORED
+whose chunk is missing lost a write (:meth:`MaskStore.blocks_missing_chunks`), and the group
 attribute ``tilepipe.complete`` becomes true only at the very end of a run, so a reader (or
 ``--resume``) can always tell a finished store from a partial one.
 
@@ -38,6 +41,8 @@ from .partition import Plan
 STORE_FORMAT = "tilepipe-mask/1"
 NO_LABEL = 255
 """The mask value for pixels where the source has no data (and the Zarr fill value)."""
+STORED, NO_DATA = 1, 2
+"""A finished block's record: its chunks are stored, or it has no valid pixel and no chunk."""
 PROBABILITY_SCALE = 255
 """Stored probabilities are uint8 ``round(p * PROBABILITY_SCALE)``: 1/255 steps, the full uint8 range
 (unrelated to NO_LABEL, a label value)."""
@@ -65,16 +70,22 @@ def beside(url: str, suffix: str):
 
 def check_output(url: str, overwrite: bool) -> bool:
     """Refuse to clobber: an existing output needs ``overwrite``, and even then only a tilepipe
-    store (or an empty folder) may be replaced, never an unrelated file or directory.
+    store (or an empty folder) may be replaced, never an unrelated file or directory. Without
+    ``overwrite``, the store of a run that did not finish suggests ``--resume`` first: replacing
+    it would throw its finished blocks away.
     Returns whether something is there to replace; deletes nothing."""
     fs, path = fs_path(url)
     if not fs.exists(path):
         return False
-    if not overwrite:
-        raise TilepipeError(f"{url}: already exists; pass --overwrite to replace it")
     meta = f"{path}/zarr.json"
-    is_store = fs.exists(meta) and "tilepipe" in json.loads(fs.cat(meta)).get("attributes", {})
-    if not is_store and not (fs.isdir(path) and not fs.ls(path)):
+    tilepipe = json.loads(fs.cat(meta)).get("attributes", {}).get("tilepipe") if fs.exists(meta) else None
+    if not overwrite:
+        if tilepipe is not None and not tilepipe.get("complete"):
+            blocks = MaskStore.open(url).blocks[...]
+            raise TilepipeError(f"{url}: holds a run that did not finish ({np.count_nonzero(blocks)} of {blocks.size} "
+                                "blocks done); finish it with --resume (or pass --overwrite to start again)")
+        raise TilepipeError(f"{url}: already exists; pass --overwrite to replace it")
+    if tilepipe is None and not (fs.isdir(path) and not fs.ls(path)):
         raise TilepipeError(f"{url}: exists and is not a tilepipe store; refusing to overwrite it")
     return True
 
@@ -105,11 +116,11 @@ def without_empty_chunk_check(array: zarr.Array) -> zarr.Array:
 
     A block writes whole chunks of labels, so the check (an array comparison per chunk, a fifth to a
     third of a block's write time here) only costs; all-no-data blocks are not written at all
-    (``write_block(block, None)``). The setting belongs to the handle and is not stored, so it is
-    applied wherever a store is opened. ``Array.with_config`` is zarr >= 3.1.6; older versions keep
-    the check (correct, slower)."""
-    with_config = getattr(array, "with_config", None)
-    return with_config({"write_empty_chunks": True}) if with_config else array
+    (``write_block(block, None)``, recorded NO_DATA). With the check off every chunk of a STORED
+    block is in the store, which is what lets ``--resume`` tell a lost chunk from an empty one. The
+    setting belongs to the handle and is not stored, so it is applied wherever a store is opened
+    (``Array.with_config``: zarr >= 3.1.6)."""
+    return array.with_config({"write_empty_chunks": True})
 
 
 class MaskStore:
@@ -146,7 +157,8 @@ class MaskStore:
         group.create_array("blocks", shape=plan.block_grid_shape, chunks=(1,) * len(plan.block_grid_shape),
                            dtype="uint8", fill_value=0,
                            dimension_names=[*(["plane"] if plan.volumes else stack_dim), "block_row", "block_col"],
-                           attributes={"description": "1 once the block's chunks are stored"})
+                           attributes={"description": "0 not done; 1 once the block's chunks are stored; "
+                                                      "2 done with no valid pixel (no chunk stored)"})
         for name, values in (coordinates or {}).items():
             group.create_array(name, data=values, chunks=values.shape, dimension_names=[name])
         if attrs.get("crs_wkt"):
@@ -168,9 +180,11 @@ class MaskStore:
         return store
 
     def claim(self, run_id: str) -> None:
-        """Make ``run_id`` the store's writer (a resumed run); its handles refuse any other run."""
+        """Make ``run_id`` the store's writer (a resumed run); its handles refuse any other run.
+        The store is not complete again until that run ends well: it rewrites blocks, the pyramid
+        and the summary."""
         self.run_id = run_id
-        self.group.attrs["tilepipe"] = {**self.info, "run_id": run_id}
+        self.group.attrs["tilepipe"] = {**self.info, "run_id": run_id, "complete": False}
 
     def check_owner(self) -> None:
         """Refuse to write unless the store, as stored now (not as this handle last saw it), still
@@ -197,7 +211,8 @@ class MaskStore:
 
     def write_block(self, block: Block, labels: np.ndarray | None, probabilities: np.ndarray | None = None) -> None:
         """Write one block core (whole chunks) and then its completion record. ``labels=None``:
-        a block with no valid pixel, whose chunks keep the fill value (NO_LABEL): only the record."""
+        a block with no valid pixel, whose chunks keep the fill value (NO_LABEL): only the record
+        (NO_DATA)."""
         core = block.core
         where = (slice(core.row, core.row_stop), slice(core.col, core.col_stop))
         lead = () if block.plane is None else self.stack_index(block.plane)
@@ -206,14 +221,39 @@ class MaskStore:
             self.mask[lead + where] = labels
         if probabilities is not None and self.probabilities is not None:
             self.probabilities[lead + (slice(None),) + where] = probabilities
-        self.blocks[tuple(block.index)] = 1
+        self.blocks[tuple(block.index)] = NO_DATA if labels is None else STORED
 
     def stack_index(self, plane: int) -> tuple[int, ...]:
         """The mask's leading index of a plane: ``(plane,)``, or ``(volume, z)`` in a 4-D store."""
         return divmod(plane, self.mask.shape[1]) if self.mask.ndim == 4 else (plane,)
 
     def done_blocks(self) -> np.ndarray:
-        return self.blocks[...].astype(bool)
+        return self.blocks[...] > 0
+
+    def chunk_keys(self, block: Block) -> list[str]:
+        """The store keys of every chunk a block with valid pixels writes (mask, and probabilities
+        when stored): a block is one chunk row of a strip, whole chunks wide."""
+        core, size = block.core, self.mask.chunks[-1]
+        lead = () if block.plane is None else self.stack_index(block.plane)
+        keys = []
+        for row in range(core.row // size, -(-core.row_stop // size)):
+            for col in range(core.col // size, -(-core.col_stop // size)):
+                keys.append(f"{self.mask.path}/{self.mask.metadata.encode_chunk_key(lead + (row, col))}")
+                if self.probabilities is not None:
+                    coords = lead + (0, row, col)
+                    keys.append(f"{self.probabilities.path}/{self.probabilities.metadata.encode_chunk_key(coords)}")
+        return keys
+
+    def blocks_missing_chunks(self, plan: Plan) -> list[tuple[int, ...]]:
+        """The blocks recorded STORED of which a chunk is not in the store (an object store that
+        lost a write, a copy cut short), found with one listing of the store. NO_DATA blocks store
+        no chunk and are never counted. (A store made before NO_DATA existed recorded its no-data
+        blocks STORED: they count as missing, and recomputing them costs only their reads.)"""
+        fs, path = fs_path(self.url)
+        root = path.rstrip("/") + "/"
+        present = {p.removeprefix(root) for p in fs.find(root)}
+        stored = (tuple(int(i) for i in index) for index in np.argwhere(self.blocks[...] == STORED))
+        return [index for index in stored if not present.issuperset(self.chunk_keys(plan.block(index)))]
 
     def save_summary(self, summary_json: dict, markdown: str) -> list[str]:
         """Keep the summary in the store's attributes (it travels with the store) and write

@@ -22,7 +22,7 @@ and summarises from it alone; only the workers load the network onto a device.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -62,6 +62,10 @@ class ModelSpec:
     class_names: tuple[str, ...] | None = None
     bands: int | None = None
     """Bands the input gives: the input width of a random-weights network, checked against a checkpoint."""
+    file_bands: int | None = field(default=None, compare=False)
+    """Bands the file has, selected or not: a checkpoint that takes more is refused saying so (not
+    suggesting a ``--bands`` the file cannot satisfy). Only words an error, so not part of the
+    cache key."""
     normalise: bool = True
     """Apply ImageNet mean/std after scaling (3-channel models); False when a model card file's
     scaling already maps file values to the network's input."""
@@ -141,6 +145,9 @@ def _class_names(spec: ModelSpec, num_classes: int, published: tuple[str, ...] |
 def _check_bands(spec: ModelSpec, channels: int, identity: str) -> None:
     if spec.bands is None or spec.bands == channels or (spec.bands == 1 and channels == 3):
         return
+    if spec.file_bands is not None and spec.file_bands < channels:
+        raise TilepipeError(f"the model ({identity}) takes {channels} input channels; the file has {spec.file_bands} "
+                            f"band(s)")
     raise TilepipeError(f"the input gives {spec.bands} band(s) but the model ({identity}) takes {channels} "
                         f"input channels; select {channels} bands with --bands")
 

@@ -55,9 +55,10 @@ def output_figures(plan, store_url: str, probabilities: bool, pyramid: dict) -> 
             "pyramid_levels": [list(shape) for shape in pyramid["levels"]] if pyramid["built"] else None}
 
 
-def plan_figures(plan, reports: list[BlockReport], blending: str, reused: int) -> dict:
+def plan_figures(plan, reports: list[BlockReport], blending: str, reused: int, repaired: int = 0) -> dict:
     """``plan``: the plan's geometry (:class:`tilepipe.partition.Plan`) and what the block reports say
-    was read, computed, skipped and written."""
+    was read, computed, skipped and written. ``repaired``: blocks a resume found recorded as done
+    but missing chunks, run again (among ``blocks_run``)."""
     p = plan
     tiles = sum(r.tiles for r in reports)
     tiles_no_data = sum(r.tiles_skipped for r in reports)
@@ -74,6 +75,7 @@ def plan_figures(plan, reports: list[BlockReport], blending: str, reused: int) -
         "blocks": p.block_count,
         "blocks_run": len(reports),
         "blocks_reused": reused,
+        "blocks_repaired": repaired,
         "blocks_no_data": sum(1 for r in reports if r.no_data),
         "blocks_failed": sum(1 for r in reports if r.error),
         "lattice_tiles": p.lattice_tiles,

@@ -87,7 +87,8 @@ def _plan(plan: dict) -> list[str]:
         f"{plan['blocks']} blocks of one {plan['chunk_size']} px chunk row each",
         f"- Tiles computed {plan['tiles_computed']} of {plan['tiles_planned']} planned (lattice {plan['lattice_tiles']}), "
         f"overlap cost factor {plan['overlap_cost_factor']}",
-        *([f"- Resumed: {plan['blocks_reused']} finished blocks reused, {plan['blocks_run']} run now"]
+        *([f"- Resumed: {plan['blocks_reused']} finished blocks reused, {plan['blocks_run']} run now"
+           + (f", {plan['blocks_repaired']} repaired (their chunks were missing)" if plan["blocks_repaired"] else "")]
           if plan["blocks_reused"] else []),
         f"- Skipped as no-data: {plan['blocks_no_data']} blocks, {plan['tiles_skipped_no_data']} tiles "
         f"({plan['compute_saved_by_skipping']:.1%} of planned compute)",

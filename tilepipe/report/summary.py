@@ -79,7 +79,7 @@ def _jsonable(value):
 
 def build_summary(prepared, reports: list[BlockReport], store_url: str, setup_seconds: float,
                   blocks_seconds: float, started: float, scheduling, slots: int, reused: int = 0,
-                  pyramid: dict | None = None) -> Summary:
+                  repaired: int = 0, pyramid: dict | None = None) -> Summary:
     """``slots``: block tasks that could run at once (threads, worker threads, or GPUs);
     ``pyramid``: the levels built after the blocks and their seconds (:mod:`tilepipe.pyramid`).
 
@@ -104,7 +104,7 @@ def build_summary(prepared, reports: list[BlockReport], store_url: str, setup_se
         "cost": cost,
         "settings": settings_origins(prepared, described),
         "engine": engine,
-        "plan": plan_figures(p, reports, options.blending, reused),
+        "plan": plan_figures(p, reports, options.blending, reused, repaired),
         "environment": environment_figures(str(engine["device"]), options.workers, slots, scheduling),
         "failed_blocks": [{"index": list(r.index), "core": r.core, "error": r.error} for r in failed],
     }

@@ -23,6 +23,9 @@ class SourceSpec:
 
     path: str
     bands: tuple[int, ...] | None = None
+    bands_from: str | None = None
+    """Where ``bands`` came from when the user did not give them (``the model card landcover.yaml``):
+    bands the file cannot give are then refused naming it, not a ``--bands`` nobody typed."""
     scaling: ScalingRequest = ScalingRequest()
     series: str | None = None
     """DICOM: the SeriesInstanceUID to read when a folder holds several series."""

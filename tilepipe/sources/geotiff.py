@@ -4,7 +4,9 @@ The whole raster is never read: :meth:`GeoTiffSource.read` reads the part of a w
 inside the image and pads the rest, and the scaling statistics come from an overview or a grid of
 small windows. GDAL dataset handles are not thread-safe, so each thread opens its own handle.
 NaN and +-Inf pixels are no-data whether or not the file's nodata tag says so (GDAL masks NaN only
-when the tag is NaN).
+when the tag is NaN). The two rules differ on purpose: the nodata value makes a pixel no-data only
+when every band in use holds it (GDAL masks each band on its own; the union of their valid pixels
+is kept), a non-finite value in any band in use is enough (it would poison the network's input).
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ from .scaling import finite_columns, mark_non_finite, resolve_scaling
 SAMPLE_GRID = 4
 SAMPLE_WINDOW = 256
 OVERVIEW_MIN_SIDE = 256
+SAMPLE_MAX_PIXELS = 2048 * 2048
+"""The largest overview read whole for the statistics sample (4 Mpx: 16 MB of 1 band float32). A
+file whose only overviews are bigger (just a 2x one, on a 40,000 px scene 400 Mpx) is sampled
+with the window grid instead: reading such an overview, even decimated, decodes all of it."""
 GDAL_CACHE_MB = 64
 SCAN_ROWS = 256
 SCAN_COLS = 8192
@@ -93,6 +99,9 @@ class GeoTiffSource:
     def _select_bands(self, requested, count) -> tuple[int, ...]:
         if requested:
             bad = [b for b in requested if not 1 <= b <= count]
+            if bad and self.spec.bands_from:
+                raise TilepipeError(f"{self.path}: {self.spec.bands_from} selects bands {list(requested)}; "
+                                    f"the file has {count}")
             if bad:
                 raise TilepipeError(f"{self.path}: band {bad[0]} is out of range, the file has {count} band(s) (1-{count})")
             return tuple(requested)  # any number: the model decides whether it takes them
@@ -132,8 +141,8 @@ class GeoTiffSource:
         return pixels, valid
 
     def _sample(self) -> tuple[np.ndarray, str]:
-        """Valid, finite pixels from the smallest overview >= 256 px, else from a 4x4 grid of
-        windows; when that sample holds none (a scene mostly NaN or nodata), from a scan of the
+        """Valid, finite pixels from the smallest overview >= 256 px when it holds at most
+        SAMPLE_MAX_PIXELS, else from a 4x4 grid of windows; when that sample holds none (a scene mostly NaN or nodata), from a scan of the
         whole image, so that an image is only called all no-data after every pixel was looked at."""
         values, described = self._quick_sample()
         if finite_columns(values).shape[1]:
@@ -177,7 +186,7 @@ class GeoTiffSource:
     def _quick_sample(self) -> tuple[np.ndarray, str]:
         ds = self._dataset()
         factors = [f for f in self.overview_factors if min(ds.height, ds.width) // f >= OVERVIEW_MIN_SIDE]
-        if factors:
+        if factors and (ds.height // max(factors)) * (ds.width // max(factors)) <= SAMPLE_MAX_PIXELS:
             f = max(factors)
             shape = (ds.height // f, ds.width // f)
             pixels, valid = self.read_resampled(shape)

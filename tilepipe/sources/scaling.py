@@ -1,8 +1,8 @@
 """How raw pixel values become the [0, 1] intensities the model's normalisation expects.
 
 The statistics are computed once, when the source is opened, from a *sample* of the image (the
-smallest useful overview when the file has overviews, otherwise a fixed grid of small windows),
-never from a full read: a 40,000 x 40,000 scene is opened in the time a thumbnail takes. They are
+smallest useful overview when the file has one of at most a few megapixels, otherwise a fixed
+grid of small windows), never from a full read, nor from a big overview read whole: a 40,000 x 40,000 scene is opened in the time a thumbnail takes. They are
 recorded in the store and the summary, because they decide what the network sees.
 
 Non-finite values (NaN, +-Inf) are no data, wherever they come from: float rasters often use NaN
