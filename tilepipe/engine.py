@@ -13,6 +13,7 @@ by synchronising the device (``forward_timing.py``).
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from collections import deque
@@ -85,7 +86,7 @@ class Engine:
         self.device_name = torch.cuda.get_device_name(self.device) if self.cuda else cpu_name()
         self.tactics = {"inference_mode": True, "channels_last": True}
         # channels_last (NHWC) suits both cuDNN's tensor-core kernels and oneDNN's CPU convolutions
-        module = model.module.to(self.device).to(memory_format=torch.channels_last)
+        module = on_device(model.module, self.device).to(memory_format=torch.channels_last)
         if self.cuda:
             self.copy_stream = torch.cuda.Stream(self.device)
             self.compute_stream = torch.cuda.Stream(self.device)
@@ -241,6 +242,25 @@ class Engine:
             "gpu_busy_fraction": _round(self.busy_clock.busy_fraction() if self.cuda else None),
             "tactics": dict(self.tactics),
         }
+
+
+def on_device(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """The network an engine on ``device`` runs: the loaded module itself on the CPU (where
+    :func:`tilepipe.model.load_model` puts it), anywhere else a copy made there.
+
+    ``Module.to`` moves a module in place and returns it, and the loaded model is shared by
+    every engine of the process (:func:`tilepipe.model.cached_model`): moving it for a CUDA engine
+    would move the CPU engine's network too, which then ran on CUDA weights. The copy's parameters
+    and buffers are created straight on the device (handed to ``deepcopy`` through its memo), so
+    the host never holds a second set of weights on the way."""
+    if device.type == "cpu":
+        return module
+    memo = {}
+    for tensor in (*module.parameters(), *module.buffers()):
+        moved = tensor.detach().to(device)
+        memo[id(tensor)] = torch.nn.Parameter(moved, tensor.requires_grad) if isinstance(
+            tensor, torch.nn.Parameter) else moved
+    return copy.deepcopy(module, memo)
 
 
 def _round(value: float | None) -> float | None:
