@@ -142,3 +142,35 @@ def test_an_engine_on_another_device_leaves_the_cpu_engines_network_alone():
     finally:
         cached_engine.cache_clear()
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+def test_probabilities_are_taken_in_the_thread_that_blends_them(tmp_tif, tmp_path, monkeypatch):
+    """A task queues each pass from its feeding thread and blends in its stitch lane; on CUDA the
+    lane's stream must wait for the pass's event, so the lane, not the feeder, takes the
+    probabilities (``Prediction.take``). Counted here with spies on the CPU path, which runs the
+    same calls: every pass queued is taken once, in a stitch-lane thread."""
+    import threading
+
+    import tilepipe
+    from tilepipe.engine import Prediction
+
+    queued, taken = [], []
+    queue, take = Engine.queue, Prediction.take
+
+    def spy_queue(self, batch):
+        prediction = queue(self, batch)
+        queued.append((id(prediction), threading.current_thread().name))
+        return prediction
+
+    def spy_take(self):
+        taken.append((id(self), threading.current_thread().name))
+        return take(self)
+
+    monkeypatch.setattr(Engine, "queue", spy_queue)
+    monkeypatch.setattr(Prediction, "take", spy_take)
+    tilepipe.run(str(tmp_tif()), str(tmp_path / "m.zarr"), model="standin", weights="none", tile_size=128,
+                 overlap=32, chunk_size=128, block_size=256, batch_size=2, workers=1)
+    assert len(queued) >= 4
+    assert sorted(i for i, _ in taken) == sorted(i for i, _ in queued)
+    assert all(name.startswith("tilepipe-stitch") for _, name in taken)
+    assert not any(name.startswith("tilepipe-stitch") for _, name in queued)

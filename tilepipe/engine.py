@@ -7,7 +7,7 @@ memory bounded and its kernels saturated. The engine always uses the channels_la
 and inference mode; on CUDA it adds bf16/fp16 autocast, cuDNN autotuning (switched on around each
 forward pass and back after it, :func:`tilepipe.device.cudnn_autotuning`), pinned host memory and
 non-blocking copies, and runs the network on a compute stream of its own: uploads (side stream)
-and blending (the caller's stream) overlap it, and its time is read from CUDA events rather than
+and blending (on the stream of the thread that takes the probabilities) overlap it, and its time is read from CUDA events rather than
 by synchronising the device (``forward_timing.py``).
 """
 
@@ -58,13 +58,37 @@ class DeviceBatch:
     """Clip scaled values to [0, 1] (False for a model card's mean/std scaling)."""
 
 
+@dataclass(frozen=True)
+class Prediction:
+    """One forward pass, queued: its probabilities, its timer, and on CUDA ``ready``, the event
+    recorded on the compute stream once the probabilities are written.
+
+    The pass is queued by the thread that feeds the network, but the probabilities are blended
+    in another (a task's stitch lane), and CUDA orders work per stream, not per thread: the
+    thread that uses them calls :meth:`take`, which orders *its* current stream after ``ready``
+    (waiting in the queuing thread would order only that thread's stream)."""
+
+    probabilities: torch.Tensor
+    timer: ForwardTimer
+    ready: object = None  # a torch.cuda.Event on CUDA; None on a CPU, where the pass is over on return
+
+    def take(self) -> torch.Tensor:
+        """The probabilities, safe to use on this thread's current stream (their memory is not
+        reused until the work queued on that stream so far is done)."""
+        if self.ready is not None:
+            stream = torch.cuda.current_stream(self.probabilities.device)
+            self.ready.wait(stream)
+            self.probabilities.record_stream(stream)
+        return self.probabilities
+
+
 class Engine:
     """Runs batches of tiles through the network and returns class probabilities on the device.
 
     ``upload`` (called ahead of time, from a block's prefetch thread) pins the batch and copies it
-    to the device on a side CUDA stream; ``predict`` (serialised by a lock) makes the compute
+    to the device on a side CUDA stream; ``queue`` (serialised by a lock) makes the compute
     stream wait for that copy, normalises on the device and queues the network, so host-to-device
-    copies overlap compute. It returns without waiting for the device unless
+    copies overlap compute. It returns a :class:`Prediction` without waiting for the device unless
     ``MAX_PASSES_IN_FLIGHT`` passes are already queued, which bounds the device memory that
     queued batches and their probabilities hold."""
 
@@ -148,7 +172,7 @@ class Engine:
     def upload(self, images: np.ndarray, valid: np.ndarray, scaling=None) -> DeviceBatch:
         """Start moving a batch to the device: (N, channels, h, w) float32, scaled, and (N, h, w) bool;
         or, with ``scaling`` (the source's :class:`IntensityScaling`), (N, bands, h, w) raw source
-        values that ``predict`` scales on the device, exactly as ``scaling.apply`` does."""
+        values that ``queue`` scales on the device, exactly as ``scaling.apply`` does."""
         count = len(images)
         if self.options.compile:  # one input shape per tile shape, so the compiled graph is reused
             pad = self.batch_size_for(*images.shape[-2:]) - count
@@ -175,11 +199,16 @@ class Engine:
             return self.module(x.contiguous(memory_format=torch.channels_last))["out"]
 
     def predict(self, batch: DeviceBatch) -> tuple[torch.Tensor, ForwardTimer]:
-        """Softmax probabilities (N, classes, h, w) float32 on the device, ready for the caller's
-        current stream, and a timer of the seconds the pass held the device (read it once the
-        probabilities are consumed: on CUDA that waits for this pass alone). A compiled model's
-        first pass per shape is warm-up: timed on the host, compilation included, and counted in
-        ``warmup_seconds``; its timer reads 0."""
+        """:meth:`queue` the batch and take its probabilities in this thread: (N, classes, h, w)
+        float32 on the device, ready for this thread's current stream, and the pass's timer."""
+        prediction = self.queue(batch)
+        return prediction.take(), prediction.timer
+
+    def queue(self, batch: DeviceBatch) -> Prediction:
+        """Queue the network on ``batch`` and return at once (on CUDA) with the pass's
+        :class:`Prediction`: whichever thread uses the probabilities takes them through it. A
+        compiled model's first pass per shape is warm-up: timed on the host, compilation
+        included, and counted in ``warmup_seconds``; its timer reads 0."""
         with self._lock:
             start = time.perf_counter()
             shape = tuple(batch.images.shape)
@@ -187,10 +216,10 @@ class Engine:
             self._warm.add(shape)
             if not self.cuda:
                 probs = self._probabilities(batch)
-                return probs, self._host_timer(time.perf_counter() - start, warmup)
+                return Prediction(probs, self._host_timer(time.perf_counter() - start, warmup))
             while len(self._in_flight) >= self.MAX_PASSES_IN_FLIGHT:
                 self._in_flight.popleft().synchronize()  # an older pass: the device keeps the newer one
-            stream, caller = self.compute_stream, torch.cuda.current_stream(self.device)
+            stream = self.compute_stream
             began, ended = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             with torch.cuda.stream(stream):
                 stream.wait_event(batch.ready)
@@ -199,13 +228,11 @@ class Engine:
                 began.record(stream)
                 probs = self._probabilities(batch)
                 ended.record(stream)
-            caller.wait_event(ended)
-            probs.record_stream(caller)  # its memory is not reused before the caller's blending ran
             self._in_flight.append(ended)
             if warmup:
                 ended.synchronize()
-                return probs, self._host_timer(time.perf_counter() - start, True)
-            return probs, self.busy_clock.register(ForwardTimer(start=began, end=ended))
+                return Prediction(probs, self._host_timer(time.perf_counter() - start, True), ended)
+            return Prediction(probs, self.busy_clock.register(ForwardTimer(start=began, end=ended)), ended)
 
     def _host_timer(self, seconds: float, warmup: bool) -> ForwardTimer:
         if warmup:
