@@ -247,14 +247,13 @@ def test_cpu_then_cuda_then_cpu_engines_keep_their_own_weights():
 def test_probabilities_taken_in_another_thread_wait_for_their_pass():
     """The pass is queued from a thread whose current stream is a side stream, and its
     probabilities are copied out in another thread (a block's stitch lane does this), on that
-    thread's default stream. A 0.2 s spin kernel ahead of the network on the compute stream makes
+    thread's default stream. A spin kernel of 4e8 GPU clock cycles ahead of the network on the compute stream makes
     reading too early certain to see unwritten memory; ``take`` orders the reading thread's stream
     after the pass, so the copy equals the CPU's probabilities (TF32 tolerance)."""
     from concurrent.futures import ThreadPoolExecutor
 
     gpu = engine(precision="fp32", batch_size=4)
-    cycles = int(0.2 * torch.cuda.get_device_properties(0).clock_rate * 1e3)  # clock_rate is in kHz
-    gpu.module.register_forward_pre_hook(lambda module, args: torch.cuda._sleep(cycles))
+    gpu.module.register_forward_pre_hook(lambda module, args: torch.cuda._sleep(400_000_000))  # 0.2-0.4 s at 1-2 GHz
     images, valid = tiles(4, 128, seed=50)
     side = torch.cuda.Stream()
     with torch.cuda.stream(side):
