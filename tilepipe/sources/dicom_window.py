@@ -9,7 +9,7 @@ value never depends on which slice it sits in.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Callable, Iterable
 
 import numpy as np
@@ -90,7 +90,7 @@ def choose_scaling(request: ScalingRequest, window_text: str | None, *, path: st
     window = file_window(file_windows)
     if window is not None:
         return WindowChoice(_window_scaling(window, mirror_sum, "WindowCenter/WindowWidth, median over frames"), window)
-    percentile = ScalingRequest("percentile", request.percentiles)
+    percentile = replace(request, method="percentile")  # keeps the numbers a task spec ships
     return WindowChoice(resolve_scaling(percentile, dtype, bands, sample), None)
 
 
