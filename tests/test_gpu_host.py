@@ -48,3 +48,40 @@ def test_scaling_is_resolved_once_and_shipped_to_the_workers(tmp_path, monkeypat
     shipped = summary["input"]["scaling"]
     assert shipped["method"] == "percentile 2-98"
     assert all(e["scaling"] == shipped == fingerprint["input"]["scaling"] for e in received)
+
+
+def test_a_task_dask_gives_up_on_fails_alone(tmp_path, monkeypatch):
+    """The task holding block (1, 1) kills its worker process each time it is about to store that
+    block; with ``allowed-failures`` 0 Dask gives it up at once (``KilledWorker``), and the
+    workers take one task at a time (``worker-saturation`` 1.0) so no other task is on the dying
+    worker. The run collects every other task's reports: the failed blocks are exactly the
+    unrecorded blocks of that one task, (1, 1) among them, each with a one-line error; every other
+    block is recorded with the in-process run's bytes, and the CLI exits 1."""
+    import zarr
+
+    from tests import exit_at_block
+    from tilepipe.cli import main
+
+    path = write_geotiff(tmp_path / "img.tif", smooth_image(256, 256))
+    tilepipe.run(str(path), str(tmp_path / "ref.zarr"), **STANDIN)
+    reference = zarr.open_group(str(tmp_path / "ref.zarr"), mode="r")["mask"][...]
+    monkeypatch.setenv(exit_at_block.ENV, "1,1")
+    out = tmp_path / "lost.zarr"
+    config = {"distributed.worker.preload": [exit_at_block.__file__], "distributed.scheduler.allowed-failures": 0,
+              "distributed.scheduler.worker-saturation": 1.0}
+    args = ["run", str(path), "-o", str(out), "--cluster", "local:2", "-q"] + [
+        f"--{k.replace('_', '-')}={v}" for k, v in STANDIN.items()]
+    with dask.config.set(config), pytest.raises(SystemExit) as ended:
+        main(args)
+    assert ended.value.code == 1
+    summary = tilepipe.open(str(out)).summary
+    failed = {tuple(b["index"]): b["error"] for b in summary["failed_blocks"]}
+    assert (1, 1) in failed
+    assert all("worker process died" in e and "KilledWorker" in e and "\n" not in e for e in failed.values())
+    group = zarr.open_group(str(out), mode="r")
+    done = group["blocks"][...].astype(bool)
+    assert done.size == 16 and done.sum() + len(failed) == 16 and not any(done[i] for i in failed)
+    mask = group["mask"][...]
+    for r, c in zip(*np.nonzero(done)):
+        window = (slice(64 * r, 64 * r + 64), slice(64 * c, 64 * c + 64))
+        assert np.array_equal(mask[window], reference[window])

@@ -16,8 +16,9 @@ two tasks per slot (GPU or worker thread), at the cost of the tile rows straddli
 When workers declare a ``GPU`` resource (``dask worker --resources GPU=1``), every task asks
 for one unit of it, so each GPU runs one task (one model) at a time. A worker that dies mid-task
 is handled by Dask, which runs the task elsewhere (its blocks already recorded are rewritten with
-the same bytes); a block that fails for a data reason comes back as a report with its error, and
-the other blocks go on.
+the same bytes); a task whose workers keep dying is given up (``KilledWorker``) and its unrecorded
+blocks fail, and a block that fails for a data reason comes back as a report with its error: either
+way the other tasks' reports are still collected, as each task ends, and the run ends non-zero.
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ from .device import resolve_device, resolve_precision
 from .engine import EngineOptions
 from .errors import TilepipeError
 from .grid import Unit
+from .sink import MaskStore
 from .sources.geotiff import GDAL_CACHE_MB
+from .stream import error_line
 
 
 def local_cluster_workers(cluster: str) -> int:
@@ -146,18 +149,42 @@ class DistributedRunner:
 
         if ctx.store_url.startswith("memory://"):
             raise TilepipeError("a memory:// store lives in this process only; give a path or URL every worker can reach")
-        futures = [
+        futures = {
             self.client.submit(process_task, ctx, units, key=f"tilepipe-{ctx.run_id}-{task_name(units)}",
-                               resources=self.resources, pure=False)
+                               resources=self.resources, pure=False): units
             for units in tasks
-        ]
+        }
         reports = []
-        for future in as_completed(futures):
-            for report in future.result():
+        for future in as_completed(futures):  # each task as it ends, in whatever order
+            if future.status == "error":
+                task_reports = lost_task_reports(ctx, futures[future], future.exception())
+            else:
+                task_reports = future.result()
+            for report in task_reports:
                 reports.append(report)
                 if on_report:
                     on_report(report)
         return reports
+
+
+def lost_task_reports(ctx: RunContext, units: tuple[Unit, ...], exc: BaseException) -> list[BlockReport]:
+    """The reports of a task that never returned its own: Dask gave up on it, most often with
+    ``KilledWorker`` (its worker process died ``distributed.scheduler.allowed-failures`` + 1
+    times while running it: out of memory, a crashing library, a lost host). The blocks the task
+    recorded before that stay done (their reports, timings included, died with the worker); the
+    others fail with one line, and the run goes on collecting every other task's reports."""
+    from distributed.scheduler import KilledWorker
+
+    if isinstance(exc, KilledWorker):
+        line = (f"its worker process died while running it, {exc.allowed_failures + 1} time(s) on different "
+                f"workers (dask KilledWorker; last on {getattr(exc.last_worker, 'address', exc.last_worker)}): see the workers' logs")
+    else:
+        line = error_line(exc)
+    done = MaskStore.open(ctx.store_url).done_blocks()
+    plan = ctx.plan
+    return [BlockReport(index=i, core=str(plan.block(i).core),
+                        **({} if done[i] else {"error": line, "traceback": str(exc)}))
+            for unit in units for i in unit.block_indices]
 
 
 def worker_environment() -> dict[str, str]:
