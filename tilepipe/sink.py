@@ -206,6 +206,7 @@ class MaskStore:
             self.mask[lead + where] = labels
         if probabilities is not None and self.probabilities is not None:
             self.probabilities[lead + (slice(None),) + where] = probabilities
+        self.check_owner()  # again: a run ousted while its chunks were written must not record them as done
         self.blocks[tuple(block.index)] = 1
 
     def stack_index(self, plane: int) -> tuple[int, ...]:
