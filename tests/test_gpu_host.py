@@ -85,3 +85,92 @@ def test_a_task_dask_gives_up_on_fails_alone(tmp_path, monkeypatch):
     for r, c in zip(*np.nonzero(done)):
         window = (slice(64 * r, 64 * r + 64), slice(64 * c, 64 * c + 64))
         assert np.array_equal(mask[window], reference[window])
+
+
+@pytest.mark.parametrize("workers,gpus,expected", [
+    (None, ["0", "1", "2"], ["0", "1", "2"]),  # local: one per GPU
+    (2, ["0", "1", "2", "3"], ["0", "1"]),
+    (5, ["0", "1"], ["0", "1", "0", "1", "0"]),  # more workers than GPUs: round robin
+    (2, ["GPU-5d3c", "MIG-7a1f"], ["GPU-5d3c", "MIG-7a1f"]),  # the names the parent's CUDA_VISIBLE_DEVICES used
+])
+def test_each_worker_is_pinned_to_one_gpu(workers, gpus, expected):
+    from tilepipe.local_cluster import worker_pins
+
+    pins = worker_pins(workers, gpus)
+    assert [p["env"]["CUDA_VISIBLE_DEVICES"] for p in pins] == expected
+    assert all(p["resources"] == {"GPU": 1} for p in pins)
+
+
+def test_workers_are_not_pinned_without_gpus_or_for_one_gpu_asked_by_name(monkeypatch):
+    import tilepipe.local_cluster as local_cluster
+
+    assert local_cluster.worker_pins(3, []) == [{}, {}, {}]
+    with pytest.raises(tilepipe.TilepipeError, match="one worker per GPU.*local:N"):
+        local_cluster.worker_pins(None, [])
+    monkeypatch.setattr(local_cluster, "cuda_devices", lambda: ["0", "1"])
+    assert local_cluster.gpus_to_pin("auto") == local_cluster.gpus_to_pin("cuda") == ["0", "1"]
+    assert local_cluster.gpus_to_pin("cpu") == local_cluster.gpus_to_pin("cuda:1") == []
+
+
+def test_visible_devices_are_named_as_the_parent_sees_them(monkeypatch):
+    """A parent started with CUDA_VISIBLE_DEVICES=3,5 hands its workers "3" and "5" (not 0 and 1),
+    and a worker pinned to "5" reports its cuda:0 as GPU 5 (faked device count: no GPU here)."""
+    import torch
+
+    from tilepipe.device import cuda_devices, gpu_label
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3, 5")
+    assert cuda_devices() == ["3", "5"]
+    assert gpu_label(torch.device("cuda", 1)) == "GPU 5"
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert cuda_devices() == ["0", "1"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert gpu_label(torch.device("cuda", 0)) == "GPU 5"
+
+
+def test_local_starts_one_pinned_worker_per_gpu(tmp_path, monkeypatch):
+    """``--cluster local`` on a host that reports two GPUs (faked in this process: the workers
+    find no CUDA and compute on the CPU): two worker processes, one seeing GPU 0 and one GPU 1,
+    each declaring GPU=1, so the run has two slots; recorded by a preload in each worker. The
+    mask is the in-process run's."""
+    import zarr
+
+    import tilepipe.local_cluster as local_cluster
+
+    path = write_geotiff(tmp_path / "img.tif", smooth_image(192, 256))
+    tilepipe.run(str(path), str(tmp_path / "ref.zarr"), **STANDIN)
+    monkeypatch.setattr(local_cluster, "cuda_devices", lambda: ["0", "1"])
+    spy = tmp_path / "spy.jsonl"
+    monkeypatch.setenv(worker_spy.ENV, str(spy))
+    with dask.config.set({"distributed.worker.preload": [worker_spy.__file__]}):
+        summary = tilepipe.run(str(path), str(tmp_path / "m.zarr"), cluster="local", **STANDIN)
+    started = [e for e in worker_spy.read(spy) if e["event"] == "started"]
+    assert sorted(e["visible"] for e in started) == ["0", "1"]
+    assert all(e["resources"] == {"GPU": 1} for e in started)
+    assert summary["environment"]["workers"] == 2
+    assert summary["environment"]["scheduler"] == ("dask.distributed LocalCluster of 2 worker processes, "
+                                                   "each pinned to one GPU of 0, 1")
+    masks = [zarr.open_group(str(tmp_path / name), mode="r")["mask"][...] for name in ("ref.zarr", "m.zarr")]
+    assert np.array_equal(*masks)
+
+
+def test_the_summary_names_each_gpu_and_its_busy_fraction():
+    """Engines as two pinned workers on one host report them (values written by hand)."""
+    from tilepipe.blocks import BlockReport
+    from tilepipe.report.figures import engine_as_run
+
+    def engine(gpu, busy):
+        return {"device": "cuda:0", "device_name": "NVIDIA H200", "gpu": gpu, "peak_tflops": 989.4,
+                "precision": "bf16", "batch_size": 16, "torch_threads": 1, "compile_warmup_seconds": 0.0,
+                "gpu_busy_fraction": busy, "tactics": {}}
+
+    reports = [BlockReport(index=(0, 0), core="", worker="node:11", engine=engine("GPU 0", 0.91)),
+               BlockReport(index=(0, 1), core="", worker="node:12", engine=engine("GPU 1", 0.87))]
+    described = engine_as_run(reports)
+    assert described["gpus"] == [
+        {"worker": "node:11", "gpu": "GPU 0", "device_name": "NVIDIA H200", "busy_fraction": 0.91},
+        {"worker": "node:12", "gpu": "GPU 1", "device_name": "NVIDIA H200", "busy_fraction": 0.87}]
+    assert described["gpu_busy_fraction"] == 0.89

@@ -1,7 +1,8 @@
 """A dask worker preload that records, one JSON line per event in the file named by
 ``TILEPIPE_TEST_WORKER_SPY``, what a worker process does with the input's scaling: each
 statistics sample it takes (``sampled``) and the resolved scaling each task's spec carries
-(``received``). Installed through dask's ``distributed.worker.preload`` setting, which the
+(``received``), and at its start the GPU it was pinned to and the resources it declares
+(``started``). Installed through dask's ``distributed.worker.preload`` setting, which the
 nannies of a LocalCluster pass on to the worker processes they start."""
 
 from __future__ import annotations
@@ -42,4 +43,5 @@ def read(path) -> list[dict]:
 
 
 def dask_setup(worker) -> None:
+    _record("started", visible=os.environ.get("CUDA_VISIBLE_DEVICES"), resources=dict(worker.state.total_resources))
     install()

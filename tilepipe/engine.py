@@ -23,7 +23,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from .device import PRECISIONS, cpu_name, cudnn_autotuning, device_peak_tflops, resolve_device, resolve_precision
+from .device import (PRECISIONS, cpu_name, cudnn_autotuning, device_peak_tflops, gpu_label, resolve_device,
+                     resolve_precision)
 from .errors import TilepipeError
 from .forward_timing import DeviceBusyClock, ForwardTimer
 from .model import LoadedModel, ModelSpec, cached_model
@@ -260,6 +261,7 @@ class Engine:
         return {
             "device": str(self.device),
             "device_name": self.device_name,
+            "gpu": gpu_label(self.device) if self.cuda else None,
             "peak_tflops": device_peak_tflops(self.device_name, self.precision) if self.cuda else None,
             "precision": self.precision,
             "batch_size": self.options.batch_size if self.options.batch_size != "auto" else

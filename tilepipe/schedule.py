@@ -4,7 +4,8 @@
   and writing of some blocks overlaps the forward pass of another while the one model (loaded
   once) serialises its batches;
 * ``cluster="local:N"``: a ``distributed.LocalCluster`` of N single-threaded worker processes,
-  started for this run and torn down at its end;
+  started for this run and torn down at its end; on a GPU host each is pinned to one GPU
+  (:mod:`tilepipe.local_cluster`), and ``local`` alone starts one per GPU;
 * ``scheduler="tcp://host:8786"``: an existing ``dask.distributed`` cluster (``dask scheduler`` /
   ``dask worker``, dask-jobqueue, dask-kubernetes). tilepipe connects and never shuts it down.
 
@@ -41,12 +42,12 @@ from .sources.geotiff import GDAL_CACHE_MB
 from .stream import error_line
 
 
-def local_cluster_workers(cluster: str) -> int:
-    """N of ``--cluster local:N``."""
-    kind, _, count = cluster.partition(":")
-    if kind != "local" or not count.isdigit() or int(count) < 1:
-        raise TilepipeError(f"--cluster {cluster!r}: expected local:N, e.g. local:4")
-    return int(count)
+def local_cluster_workers(cluster: str) -> int | None:
+    """N of ``--cluster local:N``; None for ``local``, one worker per GPU."""
+    kind, colon, count = cluster.partition(":")
+    if kind != "local" or (colon and (not count.isdigit() or int(count) < 1)):
+        raise TilepipeError(f"--cluster {cluster!r}: expected local:N or local (one worker per GPU), e.g. local:4")
+    return int(count) if colon else None
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,8 @@ class Scheduling:
     workers: int
     cluster: str | None = None
     scheduler: str | None = None
+    device: str = "auto"
+    """The run's ``--device``: a LocalCluster pins its workers to GPUs for ``auto`` and ``cuda``."""
 
     def __post_init__(self) -> None:
         # each value was read by its option's parser; what no single option can check is here
@@ -66,15 +69,20 @@ class Scheduling:
     def distributed(self) -> bool:
         return bool(self.cluster or self.scheduler)
 
-    @property
-    def local_workers(self) -> int:
-        return local_cluster_workers(self.cluster)
+    def worker_pins(self) -> list[dict]:
+        """Per worker process of the LocalCluster, what pins it to a GPU (see :mod:`tilepipe.local_cluster`)."""
+        from .local_cluster import gpus_to_pin, worker_pins
+
+        return worker_pins(local_cluster_workers(self.cluster), gpus_to_pin(self.device))
 
     def describe(self) -> str:
         if self.scheduler:
             return f"dask.distributed at {self.scheduler}"
         if self.cluster:
-            return f"dask.distributed LocalCluster of {self.local_workers} worker processes"
+            pins = self.worker_pins()
+            gpus = sorted({pin["env"]["CUDA_VISIBLE_DEVICES"] for pin in pins if pin})
+            pinned = f", each pinned to one GPU of {', '.join(gpus)}" if gpus else ""
+            return f"dask.distributed LocalCluster of {len(pins)} worker processes{pinned}"
         return f"in-process threads ({self.workers})"
 
 
@@ -213,14 +221,16 @@ def runner(scheduling: Scheduling):
     if not scheduling.distributed:
         yield ThreadRunner(scheduling.workers)
         return
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     cluster = None
     if scheduling.cluster:
+        from .local_cluster import PinnedLocalCluster
+
+        pins = scheduling.worker_pins()
         saved = dict(os.environ)  # LocalCluster exports OMP_NUM_THREADS=1 & co. into this process
         try:
-            cluster = LocalCluster(n_workers=scheduling.local_workers, threads_per_worker=1, processes=True,
-                                   dashboard_address=":0", env=worker_environment())
+            cluster = PinnedLocalCluster(pins, env=worker_environment())
         finally:
             restore_environ(saved)
         client = Client(cluster)
