@@ -174,3 +174,20 @@ def test_the_summary_names_each_gpu_and_its_busy_fraction():
         {"worker": "node:11", "gpu": "GPU 0", "device_name": "NVIDIA H200", "busy_fraction": 0.91},
         {"worker": "node:12", "gpu": "GPU 1", "device_name": "NVIDIA H200", "busy_fraction": 0.87}]
     assert described["gpu_busy_fraction"] == 0.89
+
+
+def test_the_readme_slurm_recipe_asks_one_gpu_per_job_and_one_task_per_gpu():
+    """The job script dask-jobqueue writes for the README's SLURM recipe (no SLURM needed: the
+    script is only generated): one GPU per job, the job's CPUs for the task's reader threads, and
+    a worker of one thread declaring one GPU, so each GPU runs one task at a time."""
+    jobqueue = pytest.importorskip("dask_jobqueue")
+    with jobqueue.SLURMCluster(cores=1, processes=1, job_cpu=8, memory="64GB", walltime="04:00:00", queue="gpu",
+                               job_extra_directives=["--gres=gpu:1"], worker_extra_args=["--resources", "GPU=1"],
+                               scheduler_options={"dashboard_address": ":0"}) as cluster:
+        script = cluster.job_script()
+    directives = [line for line in script.splitlines() if line.startswith("#SBATCH")]
+    assert "#SBATCH --gres=gpu:1" in directives
+    assert "#SBATCH --cpus-per-task=8" in directives
+    assert "#SBATCH -p gpu" in directives
+    worker = next(line for line in script.splitlines() if "distributed.cli.dask_worker" in line)
+    assert "--nthreads 1" in worker and "--resources GPU=1" in worker
