@@ -116,8 +116,11 @@ class Lease:
                 raise TilepipeError(f"{url}: another run is writing this store: {current.describe(now)}; "
                                     f"wait for it to end (a dead run's lease expires after {TIMEOUT_SECONDS:.0f} s, "
                                     f"or at once on its own host; then --resume takes over)")
-            if lease._take_over(current):
-                break
+            try:
+                if lease._take_over(current):
+                    break
+            except TimeoutError as exc:
+                raise TilepipeError(f"{url}: could not take over the dead run's lease: {exc}") from None
         else:
             raise TilepipeError(f"{url}: could not take the lease {lease.path}: other runs are starting on this store")
         lease._thread = threading.Thread(target=lease._heartbeat, name=f"tilepipe-lease-{run_id}", daemon=True)
@@ -223,7 +226,7 @@ class Lease:
         while not self._stop.wait(RENEW_SECONDS):
             try:
                 self.renew()
-            except OSError:  # a passing filesystem hiccup: the next beat tries again
+            except (OSError, TilepipeError):  # a passing filesystem hiccup or lock: the next beat tries again
                 pass
 
     def release(self) -> None:
@@ -236,9 +239,13 @@ class Lease:
             if current is not None and current.run_id == self.holder.run_id:
                 self.fs.rm(self.path)
             return
-        with self._locked() as fd:
-            if fd is not None and (current := _decode(os.pread(fd, 1 << 16, 0))) and current.run_id == self.holder.run_id:
-                os.unlink(self.path)
+        try:
+            with self._locked() as fd:
+                current = _decode(os.pread(fd, 1 << 16, 0)) if fd is not None else None
+                if current is not None and current.run_id == self.holder.run_id:
+                    os.unlink(self.path)
+        except TimeoutError:  # held by a run taking it over: it is that run's now, or expires
+            pass
 
 
 def _encode(holder: Holder) -> bytes:
