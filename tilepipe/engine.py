@@ -7,8 +7,8 @@ memory bounded and its kernels saturated. The engine always uses the channels_la
 and inference mode; on CUDA it adds bf16/fp16 autocast, cuDNN autotuning (switched on around each
 forward pass and back after it, :func:`tilepipe.device.cudnn_autotuning`), pinned host memory and
 non-blocking copies, and runs the network on a compute stream of its own: uploads (side stream)
-and blending (on the stream of the thread that takes the probabilities) overlap it, and its time is read from CUDA events rather than
-by synchronising the device (``forward_timing.py``).
+and blending (on the stream of the thread that takes the probabilities) overlap it, and its time
+is read from CUDA events rather than by synchronising the device (``forward_timing.py``).
 """
 
 from __future__ import annotations

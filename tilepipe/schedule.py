@@ -184,8 +184,9 @@ def lost_task_reports(ctx: RunContext, units: tuple[Unit, ...], exc: BaseExcepti
     from distributed.scheduler import KilledWorker
 
     if isinstance(exc, KilledWorker):
+        last = getattr(exc.last_worker, "address", exc.last_worker)
         line = (f"its worker process died while running it, {exc.allowed_failures + 1} time(s) on different "
-                f"workers (dask KilledWorker; last on {getattr(exc.last_worker, 'address', exc.last_worker)}): see the workers' logs")
+                f"workers (dask KilledWorker; last on {last}): see the workers' logs")
     else:
         line = error_line(exc)
     done = MaskStore.open(ctx.store_url).done_blocks()

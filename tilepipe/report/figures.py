@@ -187,8 +187,8 @@ def engine_as_run(reports: list[BlockReport], local_engine=None) -> dict:
 def gpus_used(per_worker: dict[str, dict]) -> list[dict]:
     """``engine.gpus``: each GPU that ran blocks, as its worker (``host:pid``) saw it (``GPU 1``
     where the worker was pinned to the host's second GPU), with that engine's busy fraction."""
-    return [{"worker": worker, "gpu": e["gpu"], "device_name": e["device_name"], "busy_fraction": e["gpu_busy_fraction"]}
-            for worker, e in sorted(per_worker.items()) if e.get("gpu")]
+    return [{"worker": worker, "gpu": e["gpu"], "device_name": e["device_name"],
+             "busy_fraction": e["gpu_busy_fraction"]} for worker, e in sorted(per_worker.items()) if e.get("gpu")]
 
 
 def environment_figures(device: str, workers_option, slots: int, scheduling) -> dict:
