@@ -11,6 +11,9 @@ from __future__ import annotations
 import os
 
 import dask
+# imported for its config defaults: a dask.config.set("distributed.*") made before they load
+# would, on exit, remove the whole "distributed" section it found missing
+import distributed  # noqa: F401
 import numpy as np
 import pytest
 
