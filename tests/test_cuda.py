@@ -217,3 +217,47 @@ def test_torch_compile_runs_for_real():
     assert first.shape == expected.shape == (3, 4, 128, 128)
     torch.testing.assert_close(first, expected, rtol=0, atol=1e-4)
     torch.testing.assert_close(again, expected, rtol=0, atol=1e-4)
+
+
+def test_cpu_then_cuda_then_cpu_engines_keep_their_own_weights():
+    """The engine cache's order in a notebook that switches devices: the CUDA engine gets its own
+    copy of the shared loaded model, so the CPU engine, asked again, still computes on the CPU
+    and gives what it gave before (exactly: the same CPU kernels on the same weights)."""
+    from tilepipe.engine import cached_engine
+
+    spec = ModelSpec(architecture="standin", weights="none")
+    images, valid = tiles(2, 64, seed=40)
+    cached_engine.cache_clear()
+    try:
+        cpu = cached_engine(spec, EngineOptions(device="cpu", batch_size=2))
+        before, _ = cpu.predict(cpu.upload(images, valid))
+        gpu = cached_engine(spec, EngineOptions(device="cuda", precision="fp32", batch_size=2))
+        on_gpu, _ = gpu.predict(gpu.upload(images, valid))
+        again = cached_engine(spec, EngineOptions(device="cpu", batch_size=2))
+        after, _ = again.predict(again.upload(images, valid))
+    finally:
+        cached_engine.cache_clear()
+    assert again is cpu
+    assert {p.device.type for p in cpu.module.parameters()} == {"cpu"}
+    assert {p.device.type for p in gpu.module.parameters()} == {"cuda"}
+    torch.testing.assert_close(after, before, rtol=0, atol=0)
+    torch.testing.assert_close(on_gpu.cpu(), before, **TF32_TOLERANCE)
+
+
+def test_probabilities_taken_in_another_thread_wait_for_their_pass():
+    """The pass is queued from a thread whose current stream is a side stream, and its
+    probabilities are copied out in another thread (a block's stitch lane does this), on that
+    thread's default stream. A spin kernel of 4e8 GPU clock cycles ahead of the network on the compute stream makes
+    reading too early certain to see unwritten memory; ``take`` orders the reading thread's stream
+    after the pass, so the copy equals the CPU's probabilities (TF32 tolerance)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    gpu = engine(precision="fp32", batch_size=4)
+    gpu.module.register_forward_pre_hook(lambda module, args: torch.cuda._sleep(400_000_000))  # 0.2-0.4 s at 1-2 GHz
+    images, valid = tiles(4, 128, seed=50)
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):
+        prediction = gpu.queue(gpu.upload(images, valid))
+    with ThreadPoolExecutor(1, thread_name_prefix="tilepipe-stitch") as lane:
+        copied = lane.submit(lambda: prediction.take().cpu()).result()
+    torch.testing.assert_close(copied, reference(images, valid), **TF32_TOLERANCE)

@@ -116,3 +116,61 @@ def test_scaling_on_the_device_matches_the_host(bands, dtype, low, high):
     got, _ = engine.predict(engine.upload(raw, valid, scaling))
     torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
     assert not engine.scales_on_device(dtype)  # on a CPU the block tasks keep scaling, in parallel
+
+
+def test_an_engine_on_another_device_leaves_the_cpu_engines_network_alone():
+    """CPU, then another device, then the CPU again, in one process (the engine cache's order when
+    a notebook switches devices). The second device is ``meta`` here, standing in for CUDA: moving
+    the shared loaded model there would leave the CPU engine with weights it cannot compute on.
+    Oracle: the same tiles through a model loaded on its own, never shared."""
+    from tilepipe.engine import cached_engine
+
+    spec = ModelSpec(architecture="standin", weights="none")
+    images, valid = batch(2)
+    alone = Engine(load_model(spec), EngineOptions(device="cpu"))
+    expected, _ = alone.predict(alone.upload(images, valid))
+    cached_engine.cache_clear()
+    try:
+        cpu = cached_engine(spec, EngineOptions(device="cpu"))
+        other = cached_engine(spec, EngineOptions(device="meta"))
+        again = cached_engine(spec, EngineOptions(device="cpu"))
+        assert again is cpu
+        assert {p.device.type for p in other.module.parameters()} == {"meta"}
+        assert {p.device.type for p in cpu.module.parameters()} == {"cpu"}
+        assert {p.device.type for p in cpu.model.module.parameters()} == {"cpu"}  # the shared model too
+        got, _ = again.predict(again.upload(images, valid))
+    finally:
+        cached_engine.cache_clear()
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+def test_probabilities_are_taken_in_the_thread_that_blends_them(tmp_tif, tmp_path, monkeypatch):
+    """A task queues each pass from its feeding thread and blends in its stitch lane; on CUDA the
+    lane's stream must wait for the pass's event, so the lane, not the feeder, takes the
+    probabilities (``Prediction.take``). Counted here with spies on the CPU path, which runs the
+    same calls: every pass queued is taken once, in a stitch-lane thread."""
+    import threading
+
+    import tilepipe
+    from tilepipe.engine import Prediction
+
+    queued, taken = [], []
+    queue, take = Engine.queue, Prediction.take
+
+    def spy_queue(self, batch):
+        prediction = queue(self, batch)
+        queued.append((id(prediction), threading.current_thread().name))
+        return prediction
+
+    def spy_take(self):
+        taken.append((id(self), threading.current_thread().name))
+        return take(self)
+
+    monkeypatch.setattr(Engine, "queue", spy_queue)
+    monkeypatch.setattr(Prediction, "take", spy_take)
+    tilepipe.run(str(tmp_tif()), str(tmp_path / "m.zarr"), model="standin", weights="none", tile_size=128,
+                 overlap=32, chunk_size=128, block_size=256, batch_size=2, workers=1)
+    assert len(queued) >= 4
+    assert sorted(i for i, _ in taken) == sorted(i for i, _ in queued)
+    assert all(name.startswith("tilepipe-stitch") for _, name in taken)
+    assert not any(name.startswith("tilepipe-stitch") for _, name in queued)

@@ -4,6 +4,7 @@ process-wide torch switch the engine needs (cuDNN autotuning), held only around 
 
 from __future__ import annotations
 
+import os
 import threading
 from contextlib import contextmanager
 
@@ -62,6 +63,26 @@ def resolve_precision(name: Precision, device: torch.device) -> Precision:
     if name == Precision.FP16 and device.type != "cuda":
         raise TilepipeError("--precision fp16 needs a CUDA device; use fp32 or bf16 on the CPU")
     return name
+
+
+def cuda_devices() -> list[str]:
+    """The CUDA devices this process may use, named as a child process's ``CUDA_VISIBLE_DEVICES``
+    must name them: the entries of this process's own ``CUDA_VISIBLE_DEVICES`` when it is set
+    (indices or ``GPU-``/``MIG-`` UUIDs, as the user wrote them), else ``0`` to ``count - 1``.
+    Empty without CUDA."""
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is None:
+        return [str(i) for i in range(count)]
+    return [name.strip() for name in listed.split(",")][:count]
+
+
+def gpu_label(device: torch.device) -> str:
+    """Which physical GPU a CUDA device of this process is, for the summary: ``GPU 1`` where a
+    worker pinned with ``CUDA_VISIBLE_DEVICES=1`` sees it as ``cuda:0``."""
+    visible = cuda_devices()
+    index = device.index or 0
+    return f"GPU {visible[index] if index < len(visible) else index}"
 
 
 def cpu_name() -> str:

@@ -7,12 +7,13 @@ memory bounded and its kernels saturated. The engine always uses the channels_la
 and inference mode; on CUDA it adds bf16/fp16 autocast, cuDNN autotuning (switched on around each
 forward pass and back after it, :func:`tilepipe.device.cudnn_autotuning`), pinned host memory and
 non-blocking copies, and runs the network on a compute stream of its own: uploads (side stream)
-and blending (the caller's stream) overlap it, and its time is read from CUDA events rather than
-by synchronising the device (``forward_timing.py``).
+and blending (on the stream of the thread that takes the probabilities) overlap it, and its time
+is read from CUDA events rather than by synchronising the device (``forward_timing.py``).
 """
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from collections import deque
@@ -22,7 +23,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from .device import PRECISIONS, cpu_name, cudnn_autotuning, device_peak_tflops, resolve_device, resolve_precision
+from .device import (PRECISIONS, cpu_name, cudnn_autotuning, device_peak_tflops, gpu_label, resolve_device,
+                     resolve_precision)
 from .errors import TilepipeError
 from .forward_timing import DeviceBusyClock, ForwardTimer
 from .model import LoadedModel, ModelSpec, cached_model
@@ -57,13 +59,37 @@ class DeviceBatch:
     """Clip scaled values to [0, 1] (False for a model card's mean/std scaling)."""
 
 
+@dataclass(frozen=True)
+class Prediction:
+    """One forward pass, queued: its probabilities, its timer, and on CUDA ``ready``, the event
+    recorded on the compute stream once the probabilities are written.
+
+    The pass is queued by the thread that feeds the network, but the probabilities are blended
+    in another (a task's stitch lane), and CUDA orders work per stream, not per thread: the
+    thread that uses them calls :meth:`take`, which orders *its* current stream after ``ready``
+    (waiting in the queuing thread would order only that thread's stream)."""
+
+    probabilities: torch.Tensor
+    timer: ForwardTimer
+    ready: object = None  # a torch.cuda.Event on CUDA; None on a CPU, where the pass is over on return
+
+    def take(self) -> torch.Tensor:
+        """The probabilities, safe to use on this thread's current stream (their memory is not
+        reused until the work queued on that stream so far is done)."""
+        if self.ready is not None:
+            stream = torch.cuda.current_stream(self.probabilities.device)
+            self.ready.wait(stream)
+            self.probabilities.record_stream(stream)
+        return self.probabilities
+
+
 class Engine:
     """Runs batches of tiles through the network and returns class probabilities on the device.
 
     ``upload`` (called ahead of time, from a block's prefetch thread) pins the batch and copies it
-    to the device on a side CUDA stream; ``predict`` (serialised by a lock) makes the compute
+    to the device on a side CUDA stream; ``queue`` (serialised by a lock) makes the compute
     stream wait for that copy, normalises on the device and queues the network, so host-to-device
-    copies overlap compute. It returns without waiting for the device unless
+    copies overlap compute. It returns a :class:`Prediction` without waiting for the device unless
     ``MAX_PASSES_IN_FLIGHT`` passes are already queued, which bounds the device memory that
     queued batches and their probabilities hold."""
 
@@ -85,7 +111,7 @@ class Engine:
         self.device_name = torch.cuda.get_device_name(self.device) if self.cuda else cpu_name()
         self.tactics = {"inference_mode": True, "channels_last": True}
         # channels_last (NHWC) suits both cuDNN's tensor-core kernels and oneDNN's CPU convolutions
-        module = model.module.to(self.device).to(memory_format=torch.channels_last)
+        module = on_device(model.module, self.device).to(memory_format=torch.channels_last)
         if self.cuda:
             self.copy_stream = torch.cuda.Stream(self.device)
             self.compute_stream = torch.cuda.Stream(self.device)
@@ -147,7 +173,7 @@ class Engine:
     def upload(self, images: np.ndarray, valid: np.ndarray, scaling=None) -> DeviceBatch:
         """Start moving a batch to the device: (N, channels, h, w) float32, scaled, and (N, h, w) bool;
         or, with ``scaling`` (the source's :class:`IntensityScaling`), (N, bands, h, w) raw source
-        values that ``predict`` scales on the device, exactly as ``scaling.apply`` does."""
+        values that ``queue`` scales on the device, exactly as ``scaling.apply`` does."""
         count = len(images)
         if self.options.compile:  # one input shape per tile shape, so the compiled graph is reused
             pad = self.batch_size_for(*images.shape[-2:]) - count
@@ -174,11 +200,16 @@ class Engine:
             return self.module(x.contiguous(memory_format=torch.channels_last))["out"]
 
     def predict(self, batch: DeviceBatch) -> tuple[torch.Tensor, ForwardTimer]:
-        """Softmax probabilities (N, classes, h, w) float32 on the device, ready for the caller's
-        current stream, and a timer of the seconds the pass held the device (read it once the
-        probabilities are consumed: on CUDA that waits for this pass alone). A compiled model's
-        first pass per shape is warm-up: timed on the host, compilation included, and counted in
-        ``warmup_seconds``; its timer reads 0."""
+        """:meth:`queue` the batch and take its probabilities in this thread: (N, classes, h, w)
+        float32 on the device, ready for this thread's current stream, and the pass's timer."""
+        prediction = self.queue(batch)
+        return prediction.take(), prediction.timer
+
+    def queue(self, batch: DeviceBatch) -> Prediction:
+        """Queue the network on ``batch`` and return at once (on CUDA) with the pass's
+        :class:`Prediction`: whichever thread uses the probabilities takes them through it. A
+        compiled model's first pass per shape is warm-up: timed on the host, compilation
+        included, and counted in ``warmup_seconds``; its timer reads 0."""
         with self._lock:
             start = time.perf_counter()
             shape = tuple(batch.images.shape)
@@ -186,10 +217,10 @@ class Engine:
             self._warm.add(shape)
             if not self.cuda:
                 probs = self._probabilities(batch)
-                return probs, self._host_timer(time.perf_counter() - start, warmup)
+                return Prediction(probs, self._host_timer(time.perf_counter() - start, warmup))
             while len(self._in_flight) >= self.MAX_PASSES_IN_FLIGHT:
                 self._in_flight.popleft().synchronize()  # an older pass: the device keeps the newer one
-            stream, caller = self.compute_stream, torch.cuda.current_stream(self.device)
+            stream = self.compute_stream
             began, ended = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             with torch.cuda.stream(stream):
                 stream.wait_event(batch.ready)
@@ -198,13 +229,11 @@ class Engine:
                 began.record(stream)
                 probs = self._probabilities(batch)
                 ended.record(stream)
-            caller.wait_event(ended)
-            probs.record_stream(caller)  # its memory is not reused before the caller's blending ran
             self._in_flight.append(ended)
             if warmup:
                 ended.synchronize()
-                return probs, self._host_timer(time.perf_counter() - start, True)
-            return probs, self.busy_clock.register(ForwardTimer(start=began, end=ended))
+                return Prediction(probs, self._host_timer(time.perf_counter() - start, True), ended)
+            return Prediction(probs, self.busy_clock.register(ForwardTimer(start=began, end=ended)), ended)
 
     def _host_timer(self, seconds: float, warmup: bool) -> ForwardTimer:
         if warmup:
@@ -232,6 +261,7 @@ class Engine:
         return {
             "device": str(self.device),
             "device_name": self.device_name,
+            "gpu": gpu_label(self.device) if self.cuda else None,
             "peak_tflops": device_peak_tflops(self.device_name, self.precision) if self.cuda else None,
             "precision": self.precision,
             "batch_size": self.options.batch_size if self.options.batch_size != "auto" else
@@ -241,6 +271,25 @@ class Engine:
             "gpu_busy_fraction": _round(self.busy_clock.busy_fraction() if self.cuda else None),
             "tactics": dict(self.tactics),
         }
+
+
+def on_device(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """The network an engine on ``device`` runs: the loaded module itself on the CPU (where
+    :func:`tilepipe.model.load_model` puts it), anywhere else a copy made there.
+
+    ``Module.to`` moves a module in place and returns it, and the loaded model is shared by
+    every engine of the process (:func:`tilepipe.model.cached_model`): moving it for a CUDA engine
+    would move the CPU engine's network too, which then ran on CUDA weights. The copy's parameters
+    and buffers are created straight on the device (handed to ``deepcopy`` through its memo), so
+    the host never holds a second set of weights on the way."""
+    if device.type == "cpu":
+        return module
+    memo = {}
+    for tensor in (*module.parameters(), *module.buffers()):
+        moved = tensor.detach().to(device)
+        memo[id(tensor)] = torch.nn.Parameter(moved, tensor.requires_grad) if isinstance(
+            tensor, torch.nn.Parameter) else moved
+    return copy.deepcopy(module, memo)
 
 
 def _round(value: float | None) -> float | None:

@@ -166,8 +166,8 @@ class RunOptions:
     # schedule and output
     workers: int | str = option(
         "auto", "Tasks running at once in this process, or auto (from the CPU count and device).", integer_or_auto())
-    cluster: str | None = option(None, "local:N starts a Dask LocalCluster of N worker processes for this run.",
-                                CLUSTER)
+    cluster: str | None = option(None, "local:N starts a Dask LocalCluster of N worker processes for this run, each "
+                                 "pinned to one GPU on a GPU host; local: one per GPU.", CLUSTER)
     scheduler: str | None = option(None, "Address of an existing dask.distributed scheduler, e.g. tcp://host:8786.")
     probabilities: bool = option(False, "Also store per-class probabilities (uint8, p*255).", SWITCH, run_only=True)
     overwrite: bool = option(False, "Replace an existing tilepipe store at OUTPUT.", SWITCH, run_only=True,

@@ -108,7 +108,8 @@ def run(input: str, output: str, options: RunOptions | None = None, *, config=No
     options = settings.options
     if options.resume and options.overwrite:
         raise TilepipeError("--resume and --overwrite contradict each other; choose one")
-    scheduling = Scheduling(workers=resolved_workers(options), cluster=options.cluster, scheduler=options.scheduler)
+    scheduling = Scheduling(workers=resolved_workers(options), cluster=options.cluster, scheduler=options.scheduler,
+                            device=options.device)
     input, output = _location(str(input)), _location(str(output))
     run_id = uuid.uuid4().hex[:12]
     lease = Lease.acquire(output, run_id)

@@ -23,7 +23,9 @@ from .sources.scaling import ScalingRequest
 @dataclass(frozen=True, kw_only=True)
 class Prepared:
     """A run made ready: what it was asked, what it reads, which model, how the work is split, and
-    the :class:`~tilepipe.blocks.RunContext` every task receives."""
+    the :class:`~tilepipe.blocks.RunContext` every task receives. The context's source spec
+    carries the scaling this process resolved (:attr:`ScalingRequest.resolved`): statistics are
+    sampled once per run, here, never again in a worker."""
 
     options: RunOptions
     source: object
@@ -87,7 +89,8 @@ def prepare(input: str, output: str, settings: Settings, run_id: str = "", load_
     engine = cached_engine(model_spec, engine_options) if load_engine else None
     card = engine.model.card if engine else model_card(model_spec)
     plan = _make_plan(source, options, card.output_stride)
-    context = RunContext(source=source_spec, model=model_spec, engine=engine_options, plan=plan, store_url=str(output),
+    shipped = replace(source_spec, scaling=replace(source_spec.scaling, resolved=source.scaling))  # resolved once, here
+    context = RunContext(source=shipped, model=model_spec, engine=engine_options, plan=plan, store_url=str(output),
                          blending=options.blending, probabilities=options.probabilities, run_id=run_id)
     return Prepared(options=options, source=source, model=card, engine=engine, plan=plan, context=context,
                     origins=settings.origins, card_file=settings.card_file)

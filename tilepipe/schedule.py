@@ -4,7 +4,8 @@
   and writing of some blocks overlaps the forward pass of another while the one model (loaded
   once) serialises its batches;
 * ``cluster="local:N"``: a ``distributed.LocalCluster`` of N single-threaded worker processes,
-  started for this run and torn down at its end;
+  started for this run and torn down at its end; on a GPU host each is pinned to one GPU
+  (:mod:`tilepipe.local_cluster`), and ``local`` alone starts one per GPU;
 * ``scheduler="tcp://host:8786"``: an existing ``dask.distributed`` cluster (``dask scheduler`` /
   ``dask worker``, dask-jobqueue, dask-kubernetes). tilepipe connects and never shuts it down.
 
@@ -16,8 +17,9 @@ two tasks per slot (GPU or worker thread), at the cost of the tile rows straddli
 When workers declare a ``GPU`` resource (``dask worker --resources GPU=1``), every task asks
 for one unit of it, so each GPU runs one task (one model) at a time. A worker that dies mid-task
 is handled by Dask, which runs the task elsewhere (its blocks already recorded are rewritten with
-the same bytes); a block that fails for a data reason comes back as a report with its error, and
-the other blocks go on.
+the same bytes); a task whose workers keep dying is given up (``KilledWorker``) and its unrecorded
+blocks fail, and a block that fails for a data reason comes back as a report with its error: either
+way the other tasks' reports are still collected, as each task ends, and the run ends non-zero.
 """
 
 from __future__ import annotations
@@ -35,15 +37,17 @@ from .device import resolve_device, resolve_precision
 from .engine import EngineOptions
 from .errors import TilepipeError
 from .grid import Unit
+from .sink import MaskStore
 from .sources.geotiff import GDAL_CACHE_MB
+from .stream import error_line
 
 
-def local_cluster_workers(cluster: str) -> int:
-    """N of ``--cluster local:N``."""
-    kind, _, count = cluster.partition(":")
-    if kind != "local" or not count.isdigit() or int(count) < 1:
-        raise TilepipeError(f"--cluster {cluster!r}: expected local:N, e.g. local:4")
-    return int(count)
+def local_cluster_workers(cluster: str) -> int | None:
+    """N of ``--cluster local:N``; None for ``local``, one worker per GPU."""
+    kind, colon, count = cluster.partition(":")
+    if kind != "local" or (colon and (not count.isdigit() or int(count) < 1)):
+        raise TilepipeError(f"--cluster {cluster!r}: expected local:N or local (one worker per GPU), e.g. local:4")
+    return int(count) if colon else None
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,8 @@ class Scheduling:
     workers: int
     cluster: str | None = None
     scheduler: str | None = None
+    device: str = "auto"
+    """The run's ``--device``: a LocalCluster pins its workers to GPUs for ``auto`` and ``cuda``."""
 
     def __post_init__(self) -> None:
         # each value was read by its option's parser; what no single option can check is here
@@ -63,15 +69,20 @@ class Scheduling:
     def distributed(self) -> bool:
         return bool(self.cluster or self.scheduler)
 
-    @property
-    def local_workers(self) -> int:
-        return local_cluster_workers(self.cluster)
+    def worker_pins(self) -> list[dict]:
+        """Per worker process of the LocalCluster, what pins it to a GPU (see :mod:`tilepipe.local_cluster`)."""
+        from .local_cluster import gpus_to_pin, worker_pins
+
+        return worker_pins(local_cluster_workers(self.cluster), gpus_to_pin(self.device))
 
     def describe(self) -> str:
         if self.scheduler:
             return f"dask.distributed at {self.scheduler}"
         if self.cluster:
-            return f"dask.distributed LocalCluster of {self.local_workers} worker processes"
+            pins = self.worker_pins()
+            gpus = sorted({pin["env"]["CUDA_VISIBLE_DEVICES"] for pin in pins if pin})
+            pinned = f", each pinned to one GPU of {', '.join(gpus)}" if gpus else ""
+            return f"dask.distributed LocalCluster of {len(pins)} worker processes{pinned}"
         return f"in-process threads ({self.workers})"
 
 
@@ -146,18 +157,43 @@ class DistributedRunner:
 
         if ctx.store_url.startswith("memory://"):
             raise TilepipeError("a memory:// store lives in this process only; give a path or URL every worker can reach")
-        futures = [
+        futures = {
             self.client.submit(process_task, ctx, units, key=f"tilepipe-{ctx.run_id}-{task_name(units)}",
-                               resources=self.resources, pure=False)
+                               resources=self.resources, pure=False): units
             for units in tasks
-        ]
+        }
         reports = []
-        for future in as_completed(futures):
-            for report in future.result():
+        for future in as_completed(futures):  # each task as it ends, in whatever order
+            if future.status == "error":
+                task_reports = lost_task_reports(ctx, futures[future], future.exception())
+            else:
+                task_reports = future.result()
+            for report in task_reports:
                 reports.append(report)
                 if on_report:
                     on_report(report)
         return reports
+
+
+def lost_task_reports(ctx: RunContext, units: tuple[Unit, ...], exc: BaseException) -> list[BlockReport]:
+    """The reports of a task that never returned its own: Dask gave up on it, most often with
+    ``KilledWorker`` (its worker process died ``distributed.scheduler.allowed-failures`` + 1
+    times while running it: out of memory, a crashing library, a lost host). The blocks the task
+    recorded before that stay done (their reports, timings included, died with the worker); the
+    others fail with one line, and the run goes on collecting every other task's reports."""
+    from distributed.scheduler import KilledWorker
+
+    if isinstance(exc, KilledWorker):
+        last = getattr(exc.last_worker, "address", exc.last_worker)
+        line = (f"its worker process died while running it, {exc.allowed_failures + 1} time(s) on different "
+                f"workers (dask KilledWorker; last on {last}): see the workers' logs")
+    else:
+        line = error_line(exc)
+    done = MaskStore.open(ctx.store_url).done_blocks()
+    plan = ctx.plan
+    return [BlockReport(index=i, core=str(plan.block(i).core),
+                        **({} if done[i] else {"error": line, "traceback": str(exc)}))
+            for unit in units for i in unit.block_indices]
 
 
 def worker_environment() -> dict[str, str]:
@@ -186,14 +222,16 @@ def runner(scheduling: Scheduling):
     if not scheduling.distributed:
         yield ThreadRunner(scheduling.workers)
         return
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     cluster = None
     if scheduling.cluster:
+        from .local_cluster import PinnedLocalCluster
+
+        pins = scheduling.worker_pins()
         saved = dict(os.environ)  # LocalCluster exports OMP_NUM_THREADS=1 & co. into this process
         try:
-            cluster = LocalCluster(n_workers=scheduling.local_workers, threads_per_worker=1, processes=True,
-                                   dashboard_address=":0", env=worker_environment())
+            cluster = PinnedLocalCluster(pins, env=worker_environment())
         finally:
             restore_environ(saved)
         client = Client(cluster)

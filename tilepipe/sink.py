@@ -221,6 +221,7 @@ class MaskStore:
             self.mask[lead + where] = labels
         if probabilities is not None and self.probabilities is not None:
             self.probabilities[lead + (slice(None),) + where] = probabilities
+        self.check_owner()  # again: a run ousted while its chunks were written must not record them as done
         self.blocks[tuple(block.index)] = NO_DATA if labels is None else STORED
 
     def stack_index(self, plane: int) -> tuple[int, ...]:

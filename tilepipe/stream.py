@@ -236,8 +236,10 @@ class TaskStream:
                 row.unit.settle()  # a row without a valid tile is final at once
 
     @staticmethod
-    def _blend(batch: list[tuple[_Row, Window]], probabilities, home) -> None:
-        for (row, tile), probs in zip(batch, probabilities):
+    def _blend(batch: list[tuple[_Row, Window]], prediction, home) -> None:
+        """In the stitch lane: the probabilities are taken here, in the thread that uses them
+        (:meth:`tilepipe.engine.Prediction.take`)."""
+        for (row, tile), probs in zip(batch, prediction.take()):
             if row.unit.failed:
                 continue
             with home.stage("stitch"):
@@ -289,13 +291,13 @@ class TaskStream:
                 uploaded, seconds = future.result()
                 home = batch[0][0].unit.home(batch[0][0].window.row)
                 home.seconds["preprocess"] += seconds
-                probabilities, timer = self.engine.predict(uploaded)
-                timers.append((home, timer))
+                prediction = self.engine.queue(uploaded)
+                timers.append((home, prediction.timer))
                 if len(timers) > TIMERS_BEHIND:  # on CUDA a pass is only queued: read its seconds later
                     done, oldest = timers.popleft()
                     done.seconds["forward"] += oldest.seconds
                 home.forward_calls += 1
-                in_lane(self._blend, batch, probabilities, home)
+                in_lane(self._blend, batch, prediction, home)
             while blending:
                 blending.popleft().result()
         finally:

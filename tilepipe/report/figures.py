@@ -154,7 +154,7 @@ def engine_as_run(reports: list[BlockReport], local_engine=None) -> dict:
         if local_engine is None:
             return {"device": "none (no block ran)", "device_name": "none", "peak_tflops": None, "precision": "none",
                     "batch_size": "none", "torch_threads": 0, "compile_warmup_seconds": 0.0,
-                    "gpu_busy_fraction": None, "tactics": {},
+                    "gpu_busy_fraction": None, "gpus": [], "tactics": {},
                     "engines_reporting": 0}
         engines = [local_engine.describe()]
 
@@ -180,9 +180,17 @@ def engine_as_run(reports: list[BlockReport], local_engine=None) -> dict:
         "torch_threads": agreed("torch_threads"),
         "compile_warmup_seconds": round(sum(e["compile_warmup_seconds"] for e in engines), 4),
         "gpu_busy_fraction": round(sum(busy) / len(busy), 4) if busy else None,  # the mean over the GPUs
+        "gpus": gpus_used(per_worker),
         "tactics": tactics,
         "engines_reporting": len(per_worker) or 1,
     }
+
+
+def gpus_used(per_worker: dict[str, dict]) -> list[dict]:
+    """``engine.gpus``: each GPU that ran blocks, as its worker (``host:pid``) saw it (``GPU 1``
+    where the worker was pinned to the host's second GPU), with that engine's busy fraction."""
+    return [{"worker": worker, "gpu": e["gpu"], "device_name": e["device_name"],
+             "busy_fraction": e["gpu_busy_fraction"]} for worker, e in sorted(per_worker.items()) if e.get("gpu")]
 
 
 def environment_figures(device: str, workers_option, slots: int, scheduling) -> dict:

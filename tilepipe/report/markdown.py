@@ -135,6 +135,9 @@ def _throughput(thr: dict, eng: dict) -> list[str]:
         + (f", {peak:.1%} of the device's peak" if peak is not None else ""),
         *([f"- GPU busy {eng['gpu_busy_fraction']:.1%} of the steady state (forward passes timed with CUDA events)"]
           if eng.get("gpu_busy_fraction") is not None else []),
+        *([f"  - {g['gpu']} ({g['device_name']}, worker {g['worker']}): "
+           + (f"busy {g['busy_fraction']:.1%}" if g["busy_fraction"] is not None else "busy fraction not measured")
+           for g in eng.get("gpus", [])] if len(eng.get("gpus", [])) > 1 else []),
     ]
 
 

@@ -15,7 +15,7 @@ own frames. A window the user gives (``--window``, ``--scaling``) applies to eve
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Callable, Iterable
 
 import numpy as np
@@ -96,7 +96,7 @@ def choose_scaling(request: ScalingRequest, window_text: str | None, *, path: st
     window = file_window(file_windows)
     if window is not None:
         return WindowChoice(_window_scaling(window, mirror_sum, "WindowCenter/WindowWidth, median over frames"), window)
-    percentile = ScalingRequest("percentile", request.percentiles)
+    percentile = replace(request, method="percentile")  # keeps the numbers a task spec ships
     return WindowChoice(resolve_scaling(percentile, dtype, bands, sample), None)
 
 

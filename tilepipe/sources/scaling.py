@@ -13,7 +13,7 @@ the network (where DeepLabV3's image pooling would spread it over the whole tile
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -33,6 +33,13 @@ class ScalingRequest:
     clip: bool = True
     origin: str = ""
     """Where ``per_band`` came from (the card's path), for the summary."""
+    resolved: IntensityScaling | None = field(default=None, compare=False)
+    """The numbers this request resolved to when the run's client opened the input: the task
+    spec ships them, so that a worker never samples again (a sample, or a whole-image scan when
+    the sample holds no valid pixel, in every worker process) and every worker scales alike, as
+    the run's fingerprint records. Not part of the request's identity: it is what the rest of the
+    request gives for this input, so a spec that carries it names the same source (and finds the
+    source this process already opened)."""
 
     @classmethod
     def parse(cls, text: str, percentiles: tuple[float, float] = RunOptions.percentiles) -> ScalingRequest:
@@ -118,7 +125,10 @@ def finite_columns(values: np.ndarray) -> np.ndarray:
 def resolve_scaling(request: ScalingRequest, dtype: np.dtype, bands: int, sample) -> IntensityScaling:
     """Turn the request into numbers. ``sample()`` returns ``(values (bands, n), description)``
     of valid pixels and is only called when statistics are needed. A pixel (column) holding a
-    non-finite value in any band is left out of the statistics."""
+    non-finite value in any band is left out of the statistics. A request that carries its
+    ``resolved`` numbers (a task on a worker) gets them, and nothing is sampled."""
+    if request.resolved is not None:
+        return request.resolved
     method = request.method
     if method == "auto":
         method = "dtype" if np.dtype(dtype) == np.uint8 else "percentile"
