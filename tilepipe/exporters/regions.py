@@ -41,7 +41,7 @@ def region_polygons(mask, band_rows: int, classes: set[int] | None = None) -> It
         keep = band != NO_LABEL
         if classes is not None:
             keep &= np.isin(band, list(classes))
-        found = [(int(value), shapely.geometry.shape(geom)) for geom, value in
+        found = [(int(value), _polygon(geom["coordinates"])) for geom, value in
                  features.shapes(band, mask=keep, connectivity=4, transform=Affine.translation(0, top))]
         values = [v for v, _ in found]
         polygons = np.array([p for _, p in found], dtype=object)
@@ -50,7 +50,7 @@ def region_polygons(mask, band_rows: int, classes: set[int] | None = None) -> It
         next_id += len(found)
         joins = UnionFind()
         if below_ids is not None:
-            top_ids = _row_ids(polygons, bounds[:, 1] == top, ids, top, width)
+            top_ids = _edge_ids(polygons, bounds[:, 1] == top, ids, top, width)
             seam = (below_row == band[0]) & keep[0] & (below_ids >= 0) & (top_ids >= 0)
             for a, b in np.unique(np.stack([below_ids[seam], top_ids[seam]], axis=1), axis=0):
                 joins.union(int(a), int(b))
@@ -69,26 +69,41 @@ def region_polygons(mask, band_rows: int, classes: set[int] | None = None) -> It
         open_regions = still_open
         if bottom < height:
             roots = np.array([joins.find(int(i)) for i in ids], dtype=np.int64)
-            last = _row_ids(polygons, bounds[:, 3] == bottom, np.arange(len(ids)), bottom - 1, width)
+            last = _edge_ids(polygons, bounds[:, 3] == bottom, np.arange(len(ids)), bottom, width)
             below_ids = np.where(last >= 0, roots[np.maximum(last, 0)] if len(roots) else -1, -1)
             below_row = band[-1]
 
 
+def _polygon(rings: list) -> shapely.Polygon:
+    """A polygon from GeoJSON rings, each read as one array (a few times faster than
+    ``shapely.geometry.shape``, which walks the coordinates one by one)."""
+    return shapely.Polygon(np.asarray(rings[0]), [np.asarray(hole) for hole in rings[1:]])
+
+
 def _union(parts: list[shapely.Polygon]) -> shapely.Polygon:
     """The parts of one 4-connected region share whole pixel edges, so their union is one polygon
-    (holes kept); the vertices are integers, hence the exact 1-unit precision grid."""
-    return shapely.union_all(parts, grid_size=1)
+    (holes kept); the vertices are integers, which floating-point overlay handles exactly."""
+    return shapely.union_all(parts)
 
 
-def _row_ids(polygons: np.ndarray, touching: np.ndarray, ids: np.ndarray, row: int, width: int) -> np.ndarray:
-    """For each column of pixel row ``row``, the id of the polygon (among those ``touching`` it)
-    whose interior holds that pixel's centre, or -1."""
+def _edge_ids(polygons: np.ndarray, touching: np.ndarray, ids: np.ndarray, y: int, width: int) -> np.ndarray:
+    """For each column, the id of the polygon (among those ``touching`` the band's edge at ``y``)
+    whose pixel lies beside that edge in that column, or -1.
+
+    A polygon's pixels along the band's top (or bottom) row are exactly where its exterior ring
+    runs along that line (no hole can reach the band's edge), so the ring's horizontal sides at
+    ``y`` give the columns without rasterising anything."""
+    found = np.full(width, -1, dtype=np.int64)
     chosen = np.flatnonzero(touching)
     if not len(chosen):
-        return np.full(width, -1, dtype=np.int64)
-    burnt = features.rasterize(zip(polygons[chosen], chosen.tolist()), out_shape=(1, width), fill=-1,
-                               transform=Affine.translation(0, row), dtype="int32")[0]
-    return np.where(burnt >= 0, ids[np.maximum(burnt, 0)], -1)
+        return found
+    coords, ring = shapely.get_coordinates(shapely.get_exterior_ring(polygons[chosen]), return_index=True)
+    along = (ring[1:] == ring[:-1]) & (coords[1:, 1] == y) & (coords[:-1, 1] == y)
+    starts = np.minimum(coords[:-1, 0], coords[1:, 0])[along].astype(np.int64)
+    stops = np.maximum(coords[:-1, 0], coords[1:, 0])[along].astype(np.int64)
+    for start, stop, owner in zip(starts, stops, ids[chosen[ring[:-1][along]]]):
+        found[start:stop] = owner
+    return found
 
 
 class UnionFind:

@@ -37,8 +37,8 @@ from .cog import staged_output
 from .colors import palette
 from .regions import region_polygons
 
-BATCH = 10_000
-"""Features written at a time."""
+BATCH = 2_000
+"""Features written at a time: besides one band and the open regions, all the export holds."""
 
 
 @dataclass(frozen=True)
