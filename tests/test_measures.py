@@ -3,6 +3,10 @@ the mask (read back in the test) times a pixel area or voxel volume worked out i
 the transform, pyproj's Geod on each pixel, or the DICOM headers; a store whose blocks were written
 by two handles (a resumed run) sums them all."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pydicom
 import pytest
@@ -10,7 +14,8 @@ import shapely
 from pyproj import CRS, Geod
 
 import tilepipe
-from tests.conftest import shared_file
+from tests.conftest import shared_file, smooth_image, write_geotiff
+from tests.exit_after_blocks import EXIT_CODE
 from tilepipe.sink import NO_LABEL, MaskStore
 from tilepipe.testing import write_ct_series
 from tests.mask_stores import blobs, write_store
@@ -133,3 +138,24 @@ def test_slide_areas_come_from_the_pixel_spacing_in_the_header(tmp_path):
     counts = np.bincount(mask[mask != NO_LABEL])
     assert [c["area_mm2"] for c in summary["measures"]["classes"]] == \
         pytest.approx(counts[counts > 0] * float(spacing[0]) * float(spacing[1]), rel=1e-5)
+
+
+def test_a_resumed_run_measures_the_blocks_of_both_runs(tmp_path):
+    """The first run ends abruptly after its 3rd block (tests/exit_after_blocks.py); the resumed
+    run computes only the others, and its summary still counts every pixel of the mask."""
+    tif = write_geotiff(tmp_path / "scene.tif", smooth_image(300, 500, seed=4))
+    out = tmp_path / "scene.zarr"
+    options = ["--model", "standin", "--weights", "none", "--tile-size", "128", "--overlap", "16",
+               "--chunk-size", "64", "--block-size", "128", "--workers", "1"]
+    helper = Path(__file__).parent / "exit_after_blocks.py"
+    first = subprocess.run([sys.executable, str(helper), "3", "run", str(tif), "-o", str(out), *options],
+                           capture_output=True, text=True)
+    assert first.returncode == EXIT_CODE, first.stderr
+    summary = tilepipe.run(str(tif), str(out), resume=True, model="standin", weights="none", tile_size=128,
+                           overlap=16, chunk_size=64, block_size=128, workers=1)
+    assert 0 < summary["plan"]["blocks_reused"] < summary["plan"]["blocks"]
+    mask = MaskStore.open(str(out)).mask[...]
+    counts = np.bincount(mask[mask != NO_LABEL])
+    assert [c["pixels"] for c in summary["measures"]["classes"]] == counts[counts > 0].tolist()
+    assert [c["area_m2"] for c in summary["measures"]["classes"]] == pytest.approx(counts[counts > 0] * 900.0,
+                                                                                rel=1e-5)

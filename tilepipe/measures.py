@@ -77,8 +77,8 @@ def class_measures(group: zarr.Group) -> dict:
     if TALLY not in group:
         return {"note": "this store was written before tilepipe tallied classes: no measures"}
     attrs = dict(group.attrs)
-    tally = group[TALLY][...]
     done = group["blocks"][...].astype(bool)
+    tally = group[TALLY][...] * done[..., None, None]  # a block whose write was cut short is not counted
     measure = pixel_measure(attrs)
     names = list(attrs.get("class_names") or [])
     nodata = group["mask"].attrs.get("nodata", BINS - 1)
