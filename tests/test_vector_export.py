@@ -25,6 +25,7 @@ from tilepipe.cli import main
 from tilepipe.errors import TilepipeError
 from tilepipe.exporters import export
 from tilepipe.exporters.colors import PALETTE
+from tilepipe.exporters.regions import region_polygons
 from tilepipe.sink import NO_LABEL, MaskStore
 
 TRANSFORM = [20.0, 0.0, 500000.0, 0.0, -20.0, 4200000.0]
@@ -73,6 +74,18 @@ def test_geoparquet_rasterises_back_to_the_mask_with_one_polygon_per_region(scen
     assert set(layer.class_name) == {NAMES[c] for c in layer.class_id}
     assert layer.geometry.is_valid.all() and (layer.geometry.geom_type == "Polygon").all()
     assert any(len(p.interiors) for p in layer.geometry), "the rings keep their holes"
+
+
+@pytest.mark.parametrize("rows, cols", [(16, 32), (7, 13), (150, 230), (1, 230)])
+def test_regions_stitched_from_pieces_are_the_regions_of_the_whole_mask(rows, cols):
+    """Bands and pieces of any size, down to one row: seams between pieces and between bands
+    cut no region, and the holes are kept."""
+    mask = seamed_mask()
+    found = list(region_polygons(mask, rows, cols))
+    values = [v for v, _ in found]
+    assert np.array_equal(rasterised([p for _, p in found], values, mask.shape, [1, 0, 0, 0, 1, 0]), mask)
+    assert {c: values.count(c) for c in set(values)} == region_counts(mask)
+    assert all(p.is_valid for _, p in found)
 
 
 @pytest.mark.parametrize("fmt, name", [("gpkg", "regions.gpkg"), ("geojson", "regions.geojson")])

@@ -37,6 +37,8 @@ from .cog import staged_output
 from .colors import palette
 from .regions import region_polygons
 
+PIECE = 4096
+"""Columns polygonised at a time (whole chunks): memory then stays flat as a scene widens."""
 BATCH = 2_000
 """Features written at a time: besides one band and the open regions, all the export holds."""
 
@@ -86,7 +88,8 @@ def export(store: MaskStore, out: str, fmt: str, classes: tuple[str, ...] = (), 
     place = placement(store, fmt)
     names = list(store.group.attrs.get("class_names") or [])
     wanted = _class_ids(classes, names, store.url)
-    regions = region_polygons(store.mask, store.mask.chunks[0], wanted)
+    chunk = store.mask.chunks[-1]
+    regions = region_polygons(store.mask, store.mask.chunks[0], max(chunk, PIECE // chunk * chunk), wanted)
     if min_area:
         regions = ((v, p) for v, p in regions if p.area * place.pixel_area >= min_area)
     batches = _batches(regions, place)
