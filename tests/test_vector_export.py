@@ -152,13 +152,13 @@ def test_slide_geojson_is_qupath_annotations_in_pixels(tmp_path):
     geometries = [shapely.geometry.shape(f["geometry"]) for f in collection["features"]]
     back = rasterised(geometries, [NAMES.index(n) for n in names], mask.shape, [1, 0, 0, 0, 1, 0])
     assert np.array_equal(back, mask)
-    with pytest.raises(TilepipeError, match="use --to geojson"):
+    with pytest.raises(TilepipeError, match="--to geojson .QuPath annotations in pixels., dicom-seg and png apply"):
         export(url, "geoparquet", str(tmp_path / "slide.parquet"))
 
 
 @pytest.mark.parametrize("attrs, says", [
-    ({"dicom": {"kind": "stack", "pixel_spacing": [1, 1]}}, "use --to dicom-seg"),
-    ({"crs_wkt": None, "transform": TRANSFORM}, "no CRS"),
+    ({"dicom": {"kind": "stack", "pixel_spacing": [1, 1]}}, "--to dicom-seg and png apply"),
+    ({"crs_wkt": None, "transform": TRANSFORM}, "no CRS to place polygons in: --to png applies"),
     ({"dicom": {"kind": "whole-slide", "level": 2}}, "level 0"),
 ])
 def test_stores_without_a_place_for_polygons_say_what_applies(tmp_path, attrs, says):

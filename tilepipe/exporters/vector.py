@@ -68,15 +68,17 @@ def placement(store: MaskStore, fmt: str) -> Placement:
     dicom = attrs.get("dicom")
     if dicom and dicom.get("kind") == "whole-slide":
         if fmt != ExportFormat.GEOJSON:
-            raise TilepipeError(f"{store.url}: a slide has no CRS; use --to geojson (QuPath annotations in pixels)")
+            raise TilepipeError(f"{store.url}: a slide has no CRS: --to geojson (QuPath annotations in pixels), "
+                                "dicom-seg and png apply")
         if dicom.get("level"):
             raise TilepipeError(f"{store.url}: made from pyramid level {dicom['level']}; QuPath needs level-0 pixel "
                                 "coordinates, and the store does not record level 0's size: run on level 0")
         return Placement((1.0, 0.0, 0.0, 0.0, 1.0, 0.0), None)
     if dicom:
-        raise TilepipeError(f"{store.url}: a DICOM series has no map coordinates for polygons; use --to dicom-seg")
+        raise TilepipeError(f"{store.url}: a DICOM series has no map coordinates for polygons: "
+                            "--to dicom-seg and png apply")
     if not attrs.get("crs_wkt") or store.mask.ndim != 2:
-        raise TilepipeError(f"{store.url}: no CRS, so polygons could not be placed; use --to png")
+        raise TilepipeError(f"{store.url}: no CRS to place polygons in: --to png applies")
     return Placement(tuple(attrs["transform"][:6]), CRS.from_wkt(attrs["crs_wkt"]))
 
 
