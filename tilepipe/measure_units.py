@@ -68,7 +68,8 @@ def pixel_measure(attrs: dict) -> PixelMeasure:
 
     crs = CRS.from_wkt(wkt)
     a, b, _, d, e, _ = transform[:6]
-    name = crs.to_string()
+    authority = crs.to_authority()
+    name = ":".join(authority) if authority else f"'{crs.name}'"
     if crs.is_geographic:
         if b or d:
             return PixelMeasure(f"geographic CRS {name} with a rotated transform: a pixel's area varies along "

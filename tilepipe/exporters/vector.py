@@ -169,10 +169,11 @@ def _gpkg_append(path, values, polygons, names, crs: CRS, append: bool) -> None:
 
 
 def _write_geojson(path: str, batches, names, crs: CRS, attrs) -> None:
-    epsg = crs.to_epsg()
+    authority = crs.to_authority()
     head = {"type": "FeatureCollection"}
-    if epsg != 4326:  # RFC 7946 GeoJSON is WGS 84; GDAL and QGIS read this (2008 GeoJSON) member
-        head["crs"] = {"type": "name", "properties": {"name": f"urn:ogc:def:crs:EPSG::{epsg}" if epsg else crs.to_wkt()}}
+    if authority != ("EPSG", "4326"):  # RFC 7946 GeoJSON is WGS 84; GDAL and QGIS read this (2008 GeoJSON) member
+        name = "urn:ogc:def:crs:{}::{}".format(*authority) if authority else crs.to_wkt()
+        head["crs"] = {"type": "name", "properties": {"name": name}}
     _stream_features(path, head, batches, lambda v: {"class_id": int(v), "class_name": _name(names, v)})
 
 
