@@ -160,6 +160,20 @@ def maxrss_bytes() -> int:
     return rss if platform.system() == "Darwin" else rss * 1024  # Linux reports KiB
 
 
+def proc_status_bytes(field: str) -> int | None:
+    """A ``/proc/self/status`` memory field (``VmHWM``, ``VmRSS``) in bytes; None off Linux.
+    ``VmHWM`` starts afresh at ``exec``, unlike ``ru_maxrss``, which a child started with
+    ``subprocess`` inherits from the parent it was forked from."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def _child(kwargs_json: str) -> None:
     import tilepipe
     import tilepipe.pipeline  # noqa: F401 - the API is imported lazily; load torch before the baseline

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 import tilepipe
-from _common import maxrss_bytes
+from _common import maxrss_bytes, proc_status_bytes as _proc_status_bytes
 from tilepipe.device import PRECISIONS, resolve_device
 
 MB = 1e6
@@ -31,17 +31,6 @@ def run_kwargs(args, **changes) -> dict:
                   chunk_size=args.chunk_size, overwrite=True)
     kwargs.update(changes)
     return kwargs
-
-
-def _proc_status_bytes(field: str) -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
 
 
 def _reset_peak_rss() -> bool:

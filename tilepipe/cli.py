@@ -245,12 +245,21 @@ def catalog(entry_id):
 @click.option("--to", "fmt", required=True, type=click.Choice([f.value for f in ExportFormat]), help="Output format.")
 @click.option("--max-size", type=int, default=2048, show_default=True, help="png: longest side of the preview.")
 @click.option("--overlay", is_flag=True, help="png: blend the mask over the input image.")
+@click.option("--classes", default="", help="geoparquet/gpkg/geojson: only these classes (ids or names, comma-separated).")
+@click.option("--min-area", type=float, help="geoparquet/gpkg/geojson: drop regions smaller than this (CRS units², "
+                                             "pixels for a slide).")
+@click.option("--simplify", type=float, help="geoparquet/gpkg/geojson: simplify with this tolerance (CRS units), "
+                                             "shared edges kept shared.")
 @_user_errors
-def export_command(store, out, fmt, max_size, overlay):
-    """Export the mask in STORE to OUT as a Cloud Optimized GeoTIFF, a PNG preview or DICOM SEG."""
-    from .exporters import export
+def export_command(store, out, fmt, max_size, overlay, classes, min_area, simplify):
+    """Export the mask in STORE to OUT: a Cloud Optimized GeoTIFF, a PNG preview, DICOM SEG, or one
+    polygon per region (GeoParquet, GeoPackage, GeoJSON; QuPath GeoJSON for a slide)."""
+    from .exporters import VECTOR, export
 
     options = {"max_size": max_size, "overlay": overlay} if fmt == ExportFormat.PNG else {}
+    if fmt in VECTOR:
+        options = {"classes": tuple(c.strip() for c in classes.split(",") if c.strip()), "min_area": min_area,
+                   "simplify": simplify}
     click.echo(export(store, fmt, out, **options))
 
 

@@ -43,3 +43,6 @@ class ExportFormat(StrEnum):
     COG = "cog"
     PNG = "png"
     DICOM_SEG = "dicom-seg"
+    GEOPARQUET = "geoparquet"
+    GPKG = "gpkg"
+    GEOJSON = "geojson"

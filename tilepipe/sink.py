@@ -8,6 +8,7 @@ Layout of a store (``zarr.open_group(path)``)::
     blocks          one uint8 per block: 0 not done, 1 (STORED) once its chunks are stored,
                     2 (NO_DATA) done with no valid pixel, so no chunk stored (a 4-D series'
                     planes run volume-major: plane v * z + k)
+    class_tally     per block, its pixels (and geodesic m²) per label value (:mod:`tilepipe.measures`)
     x, y            pixel-centre coordinates (GeoTIFF with a north-up transform)
 
 The run summary is kept in the group attributes and written beside the store as
@@ -36,6 +37,7 @@ import zarr
 
 from .errors import TilepipeError, first_line
 from .grid import Block
+from .measures import BlockTally, create_tally
 from .partition import Plan
 
 STORE_FORMAT = "tilepipe-mask/1"
@@ -134,6 +136,7 @@ class MaskStore:
         self.mask = without_empty_chunk_check(group["mask"])
         self.blocks = group["blocks"]
         self.probabilities = without_empty_chunk_check(group["probabilities"]) if "probabilities" in group else None
+        self.tally = BlockTally.of(group)
 
     @classmethod
     def create(cls, url: str, plan: Plan, num_classes: int, probabilities: bool, attrs: dict,
@@ -159,6 +162,7 @@ class MaskStore:
                            dimension_names=[*(["plane"] if plan.volumes else stack_dim), "block_row", "block_col"],
                            attributes={"description": "0 not done; 1 once the block's chunks are stored; "
                                                       "2 done with no valid pixel (no chunk stored)"})
+        create_tally(group, plan.block_grid_shape)
         for name, values in (coordinates or {}).items():
             group.create_array(name, data=values, chunks=values.shape, dimension_names=[name])
         if attrs.get("crs_wkt"):
@@ -219,6 +223,8 @@ class MaskStore:
         self.check_owner()
         if labels is not None:
             self.mask[lead + where] = labels
+            if self.tally is not None:
+                self.tally.write(block.index, labels, core.row)
         if probabilities is not None and self.probabilities is not None:
             self.probabilities[lead + (slice(None),) + where] = probabilities
         self.check_owner()  # again: a run ousted while its chunks were written must not record them as done

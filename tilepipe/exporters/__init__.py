@@ -17,7 +17,13 @@ FORMATS = {
     ExportFormat.COG: "tilepipe.exporters.cog",
     ExportFormat.PNG: "tilepipe.exporters.png",
     ExportFormat.DICOM_SEG: "tilepipe.exporters.dicom_seg",
+    ExportFormat.GEOPARQUET: "tilepipe.exporters.vector",
+    ExportFormat.GPKG: "tilepipe.exporters.vector",
+    ExportFormat.GEOJSON: "tilepipe.exporters.vector",
 }
+VECTOR = {ExportFormat.GEOPARQUET, ExportFormat.GPKG, ExportFormat.GEOJSON}
+"""The polygon formats: one module writes them all, told which; their libraries are the
+``tilepipe[vector]`` extra, so a core install stays lean."""
 
 
 def export(store_url: str, fmt: str, out: str, **options) -> str:
@@ -29,5 +35,6 @@ def export(store_url: str, fmt: str, out: str, **options) -> str:
     try:
         module = importlib.import_module(FORMATS[fmt])
     except ModuleNotFoundError as exc:
-        raise TilepipeError(f"--to {fmt}: needs the Python package {exc.name!r}; install it with pip") from None
-    return module.export(store, out, **options)
+        how = "pip install 'tilepipe[vector]'" if fmt in VECTOR else "pip"
+        raise TilepipeError(f"--to {fmt}: needs the Python package {exc.name!r}; install it with {how}") from None
+    return module.export(store, out, **({"fmt": fmt} if fmt in VECTOR else {}), **options)

@@ -26,6 +26,7 @@ def render_markdown(d: dict) -> str:
         *_input(d["input"]), "",
         *_model(d["model"], d["engine"]), "",
         *_plan(d["plan"]), "",
+        *_measures(d.get("measures")), "",
         *_time(d["timing"], d["output"]), "",
         *_throughput(d["throughput"], d["engine"]), "",
         *_bottleneck(d["bottleneck"]), "",
@@ -93,6 +94,39 @@ def _plan(plan: dict) -> list[str]:
         f"- Skipped as no-data: {plan['blocks_no_data']} blocks, {plan['tiles_skipped_no_data']} tiles "
         f"({plan['compute_saved_by_skipping']:.1%} of planned compute)",
     ]
+
+
+QUANTITIES = {"area_m2": "m²", "area_ha": "ha", "area_mm2": "mm²", "volume_mm3": "mm³", "volume_ml": "mL"}
+"""The measures a class row may carry (:mod:`tilepipe.measure_units`), in column order, with their units."""
+
+
+def _measures(m: dict | None) -> list[str]:
+    """Per-class pixels, shares, areas or volumes; a 4-D series adds one table per volume."""
+    if m is None:  # a summary stored before tilepipe measured classes
+        return []
+    if "classes" not in m:
+        return ["## Measures per class", f"- {m['note']}"]
+    lines = ["## Measures per class", f"- {m['pixel']}; {m['valid_pixels']:,} valid pixels, from {m['blocks_tallied']}",
+             "", *_class_table(m["classes"])]
+    for volume in m.get("volumes", []):
+        lines += ["", f"Volume {volume['volume']}:", "", *_class_table(volume["classes"])]
+    return lines
+
+
+def _class_table(classes: list[dict]) -> list[str]:
+    if not classes:
+        return ["- no valid pixel"]
+    keys = [k for k in QUANTITIES if k in classes[0]]
+    rows = [["class", "pixels", "share of valid", *(QUANTITIES[k] for k in keys)],
+            ["---", *["---:"] * (2 + len(keys))],
+            *[[f"{c['id']} {c['name']}", f"{c['pixels']:,}", f"{c['share']:.2%}", *(_quantity(c[k]) for k in keys)]
+              for c in classes]]
+    return ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def _quantity(value: float) -> str:
+    """Six significant digits, without an exponent for the large areas a scene has."""
+    return f"{value:,.0f}" if abs(value) >= 1e6 else f"{value:,.6g}"
 
 
 def _time(timing: dict, output: dict) -> list[str]:

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from ..blocks import BlockReport
+from ..measures import class_measures
 from .cost import cost_figures, cost_sentences
 from .origins import settings_origins
-from ..sink import NO_LABEL
+from ..sink import NO_LABEL, MaskStore
 from .advice import bottleneck
 from .figures import (engine_as_run, environment_figures, model_figures, output_figures, plan_figures, rounded,
                       stage_busy, throughput_figures, timing_figures)
@@ -42,6 +43,7 @@ KEYS = (
     "timing",            # figures.timing_figures
     "environment",       # figures.environment_figures
     "failed_blocks",     # the failed block reports
+    "measures",          # measures.class_measures: per class, summed from the blocks' tallies
     "bottleneck",        # advice.bottleneck
     "tactics",           # tactics.tactics_used
     "throughput",        # figures.throughput_figures
@@ -107,6 +109,7 @@ def build_summary(prepared, reports: list[BlockReport], store_url: str, setup_se
         "plan": plan_figures(p, reports, options.blending, reused, repaired),
         "environment": environment_figures(str(engine["device"]), options.workers, slots, scheduling),
         "failed_blocks": [{"index": list(r.index), "core": r.core, "error": r.error} for r in failed],
+        "measures": class_measures(MaskStore.open(store_url).group),
     }
     finalize_seconds = time.perf_counter() - finalize_start
     wall = time.perf_counter() - started
