@@ -12,11 +12,17 @@ the holder's name. A holder is taken to be dead, and its lease may be taken over
 renewed for :data:`TIMEOUT_SECONDS`, or at once when it ran on this host and its process is gone.
 A run whose lease was taken over finds out at its next block: the store then carries the new
 run's id, and :class:`tilepipe.sink.MaskStore` refuses to write for any other run.
+
+Its creation, reading and removal are retried on transient errors (:mod:`tilepipe.retry`; a renewal
+that fails is simply made again at the next beat). A create whose reply was lost
+may have happened: the lease found then names this run, and is taken as created. Releasing never
+raises: a lease that cannot be removed expires (the run that ends says so in the log).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import posixpath
 import socket
@@ -25,8 +31,11 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
-from .errors import TilepipeError, first_line
+from .errors import TilepipeError, fault_line, first_line
+from .retry import RetryCount, retried
 from .sink import beside
+
+log = logging.getLogger("tilepipe")
 
 TIMEOUT_SECONDS = 60.0
 """A lease not renewed for this long belongs to a dead run and can be taken over."""
@@ -78,6 +87,10 @@ class Lease:
         """Who took the lease over, when that happened while this run was live."""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.retries = RetryCount()
+
+    def _retried(self, action, what: str):
+        return retried(action, f"{self.path}: {what}", self.retries)
 
     @classmethod
     def acquire(cls, url: str, run_id: str) -> Lease:
@@ -90,6 +103,8 @@ class Lease:
             current = lease._read()
             if current is None:
                 continue
+            if current.run_id == run_id:  # our own create, whose reply was lost and tried again
+                break
             now = time.time()
             if not current.is_dead(now):
                 raise TilepipeError(f"{url}: another run is writing this store: {current.describe(now)}; "
@@ -110,19 +125,22 @@ class Lease:
         """The first write of a run: a place where nothing can be written fails here, before any
         output exists."""
         try:
-            self.fs.makedirs(posixpath.dirname(self.path), exist_ok=True)
-            with self.fs.open(self.path, "xb") as f:
-                f.write(json.dumps(asdict(self.holder)).encode())
+            self._retried(lambda: self.fs.makedirs(posixpath.dirname(self.path), exist_ok=True), "making its folder")
+            self._retried(self._write_exclusive, "creating it")
         except FileExistsError:
             return False
         except OSError as exc:
             raise TilepipeError(f"{self.url}: cannot write there ({exc.strerror or first_line(exc)})") from None
         return True
 
+    def _write_exclusive(self) -> None:
+        with self.fs.open(self.path, "xb") as f:
+            f.write(json.dumps(asdict(self.holder)).encode())
+
     def _read(self) -> Holder | None:
         for _ in range(20):  # a lease being created is empty for an instant: look again
             try:
-                return Holder(**json.loads(self.fs.cat(self.path)))
+                return Holder(**json.loads(self._retried(lambda: self.fs.cat(self.path), "reading it")))
             except FileNotFoundError:
                 return None
             except (ValueError, TypeError):
@@ -147,10 +165,15 @@ class Lease:
                 pass
 
     def release(self) -> None:
-        """Stop renewing and remove the lease if it is still this run's."""
+        """Stop renewing and remove the lease if it is still this run's. Never raises: it runs as
+        the run ends, however it ends, and must not hide why it ended."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        current = self._read()
-        if current is not None and current.run_id == self.holder.run_id:
-            self.fs.rm(self.path)
+        try:
+            current = self._read()
+            if current is not None and current.run_id == self.holder.run_id:
+                self._retried(lambda: self.fs.rm(self.path), "removing it")
+        except OSError as exc:
+            log.warning("%s: could not remove the lease (%s); it expires %.0f s after its last renewal",
+                        self.path, fault_line(exc), TIMEOUT_SECONDS)

@@ -18,6 +18,10 @@ for one unit of it, so each GPU runs one task (one model) at a time. A worker th
 is handled by Dask, which runs the task elsewhere (its blocks already recorded are rewritten with
 the same bytes); a block that fails for a data reason comes back as a report with its error, and
 the other blocks go on.
+
+A stop (:mod:`tilepipe.stopping`) starts no new task; in this process a running task stops after
+the block it is writing, and on a cluster the client cancels the futures not yet done. Blocks not
+stored are then simply absent from the reports: ``--resume`` runs them.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from .engine import EngineOptions
 from .errors import TilepipeError
 from .grid import Unit
 from .sources.geotiff import GDAL_CACHE_MB
+from .stopping import Stop
 
 
 def local_cluster_workers(cluster: str) -> int:
@@ -102,8 +107,13 @@ class ThreadRunner:
         return engine_kind(options)
 
     def run(self, ctx: RunContext, tasks: list[tuple[Unit, ...]],
-            on_report: Callable[[BlockReport], None] | None = None) -> list[BlockReport]:
-        delayed = [dask.delayed(process_task, pure=False)(ctx, units, dask_key_name=task_name(units)) for units in tasks]
+            on_report: Callable[[BlockReport], None] | None = None, stop: Stop | None = None) -> list[BlockReport]:
+        stop = stop or Stop()
+
+        def task(units: tuple[Unit, ...]) -> list[BlockReport]:
+            return [] if stop.requested else process_task(ctx, units)
+
+        delayed = [dask.delayed(task, pure=False)(units, dask_key_name=task_name(units)) for units in tasks]
         heard, lock = set(), threading.Lock()
 
         def stored(report: BlockReport) -> None:  # from the task threads, as each block is stored
@@ -111,6 +121,7 @@ class ThreadRunner:
                 heard.add(report.index)
                 if on_report:
                     on_report(report)
+            stop.check()  # the task ends here, its next blocks left unstored
 
         with block_listener(ctx.run_id, stored), dask.config.set(scheduler="threads", num_workers=self.slots):
             reports = [report for result in dask.compute(*delayed) for report in result]
@@ -141,7 +152,7 @@ class DistributedRunner:
         return {key: "+".join(sorted({kind[key] for kind in kinds})) for key in ("device_type", "precision")}
 
     def run(self, ctx: RunContext, tasks: list[tuple[Unit, ...]],
-            on_report: Callable[[BlockReport], None] | None = None) -> list[BlockReport]:
+            on_report: Callable[[BlockReport], None] | None = None, stop: Stop | None = None) -> list[BlockReport]:
         from distributed import as_completed
 
         if ctx.store_url.startswith("memory://"):
@@ -151,8 +162,12 @@ class DistributedRunner:
                                resources=self.resources, pure=False)
             for units in tasks
         ]
+        if stop is not None:
+            stop.on_request(lambda: self.client.cancel(futures))
         reports = []
         for future in as_completed(futures):
+            if future.cancelled():  # stopped before it ran; what it stored is in the store's records
+                continue
             for report in future.result():
                 reports.append(report)
                 if on_report:
