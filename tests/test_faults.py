@@ -103,6 +103,7 @@ def test_a_full_disk_is_one_line_and_resume_finishes_the_store(scene, tmp_path, 
                            "free space and run again with --resume")
     if where == "blocks":
         assert "blocks not stored" in line
+        assert not list(disk.glob("scene_mask.*.*")), "a summary or timeline file was left cut short"
     assert "Traceback" in log.read_text() and "Errno" not in line  # the detail went to the log file
     assert_left_for_resume(out)
     done = int(tilepipe.open(str(out)).done_blocks().sum())
@@ -204,3 +205,21 @@ def test_a_write_that_keeps_failing_fails_its_block_only(scene, tmp_path, flaky,
     assert len(failed) == 1 and "connection reset by peer" in failed[0]["error"]
     assert not out.with_suffix(".lease.json").exists()
 
+
+
+def test_a_bug_during_a_run_is_one_line_with_its_traceback_in_the_log(scene, tmp_path, monkeypatch):
+    import tilepipe.pipeline
+
+    def broken(store):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(tilepipe.pipeline, "build_pyramid", broken)
+    image, _ = scene
+    out, log = tmp_path / "scene_mask.zarr", tmp_path / "run.log"
+    result = CliRunner().invoke(main, ["run", str(image), "-o", str(out), *FLAGS, "-q", "--log-file", str(log)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"Error: unexpected error while writing {out}: KeyError")
+    assert f"its traceback is in {log}" in lines[0]
+    assert "Traceback" in log.read_text() and "raise KeyError" in log.read_text()
+    assert_left_for_resume(out)

@@ -158,8 +158,9 @@ def _run_leased(input: str, output: str, settings: Settings, scheduling: Schedul
     source, model, p = prepared.source, prepared.model, prepared.plan
     with runner(scheduling) as blocks_runner:
         expected = fingerprint(prepared, blocks_runner.engine_kind(prepared.context.engine))
-        if stop.requested:  # before anything is written: nothing to resume
-            raise Interrupted(f"{stop.name}: stopped before {output} was created", None, stop.exit_code)
+        if stop.requested:  # while preparing: nothing written yet
+            raise Interrupted(f"{stop.name}: stopped before any block ran; {output} is as it was", None,
+                              stop.exit_code)
         if options.resume:
             with _faults("opening", output):
                 store = open_for_resume(output, expected, run_id)

@@ -29,6 +29,7 @@ block's writes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import fsspec
@@ -255,7 +256,12 @@ class MaskStore:
     def write_beside(self, suffix: str, data: bytes) -> str:
         """Write the file ``<name>.<suffix>`` next to the store whole; returns its path."""
         fs, path = self.beside(suffix)
-        self.retried(lambda: fs.pipe_file(path, data), f"writing {path}")
+        try:
+            self.retried(lambda: fs.pipe_file(path, data), f"writing {path}")
+        except OSError:
+            with contextlib.suppress(OSError):  # a file cut short (a full disk) is not left to be read
+                fs.rm(path)
+            raise
         return path
 
     def beside(self, suffix: str):
