@@ -123,9 +123,9 @@ def run(input, output, config, explain, quiet, verbose, log_file, **kwargs):
         raise
     except Exception as exc:  # a bug: one line here, the traceback in the log file
         logging.getLogger("tilepipe").debug("unexpected error", exc_info=True)
-        where = f"its traceback is in {log_file}" if log_file else "run again with --log-file FILE to keep its traceback"
-        raise TilepipeError(f"unexpected error while writing {output}: {fault_line(exc)} (a bug in tilepipe: {where}, "
-                            "and please report it; --resume finishes the store)") from None
+        where = f"its traceback is in {log_file}" if log_file else "--log-file FILE keeps its traceback"
+        raise TilepipeError(f"unexpected error while writing {output}: {fault_line(exc)} (a bug in tilepipe; "
+                            f"{where}; please report it)") from None
     finally:
         if progress:
             progress.close()
