@@ -213,7 +213,8 @@ def _run_leased(input: str, output: str, settings: Settings, scheduling: Schedul
         summary.data["warnings"].append(f"{retries} write(s) to storage were tried again after a transient error.")
     if interrupted:
         summary.data["status"] = f"interrupted: {done} of {p.block_count} blocks done"
-        summary.data["warnings"].insert(0, f"INTERRUPTED by {stop.name}: {summary['status']}; finish with --resume.")
+        summary.data["warnings"].insert(0, f"INTERRUPTED by {stop.name}: {done} of {p.block_count} blocks done; "
+                                           "finish with --resume.")
     unsaved = _save_reports(store, summary, reports, output, finished)
     if interrupted:
         raise Interrupted(f"{stop.name}: {summary['status']} in {output}; run again with --resume to finish it"
