@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -111,6 +112,46 @@ def test_a_worker_lost_mid_run_costs_nothing(dask_cluster, reference, tmp_path):
     assert summary.ok and summary["plan"]["blocks"] == 64
     assert np.array_equal(mask_of(out), reference["cogeo"])
     assert tilepipe.open(str(out)).is_complete
+
+
+class SignalAfterBlocks:
+    """A progress display that sends this process SIGTERM once it has heard of ``blocks`` blocks: a
+    job scheduler's stop at a known point of the run (a distributed run hears of its blocks here,
+    in the client's main thread, so the signal is handled before the next block is heard of)."""
+
+    def __init__(self, blocks: int):
+        self.blocks, self.heard = blocks, 0
+
+    def begin(self, *args) -> None:
+        pass
+
+    def connected(self, dashboard) -> None:
+        pass
+
+    def __call__(self, report) -> None:
+        self.heard += 1
+        if self.heard == self.blocks:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_a_stop_signal_cancels_the_clusters_futures(dask_cluster, reference, tmp_path):
+    """SIGTERM after the client heard of 4 blocks (of 64): the futures not done are cancelled, the
+    run ends as interrupted (exit code 143 for the CLI) without its lease, and --resume on the same
+    cluster completes the in-process bytes."""
+    from tilepipe.pipeline import Interrupted
+
+    address, _ = dask_cluster
+    out = tmp_path / "stopped.zarr"
+    source = str(shared_file("geotiff", "cogeo.tif"))
+    with pytest.raises(Interrupted, match="SIGTERM: interrupted") as stopped:
+        tilepipe.run(source, str(out), scheduler=address, progress=SignalAfterBlocks(4), **MANY)
+    assert stopped.value.exit_code == 143
+    assert stopped.value.summary["status"].startswith("interrupted: ")
+    assert not out.with_suffix(".lease.json").exists()
+    assert 4 <= int(tilepipe.open(str(out)).done_blocks().sum()) < 64
+    summary = tilepipe.run(source, str(out), resume=True, scheduler=address, **MANY)
+    assert summary.ok and tilepipe.open(str(out)).is_complete
+    assert np.array_equal(mask_of(out), reference["cogeo"])
 
 
 def test_resume_after_the_client_is_killed_runs_only_missing_blocks(reference, tmp_path, monkeypatch):

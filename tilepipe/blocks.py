@@ -22,13 +22,15 @@ from functools import lru_cache
 from typing import Callable
 
 from .engine import EngineOptions, cached_engine
+from .errors import fault_line
 from .grid import Unit
 from .partition import Plan
 from .model import ModelSpec
 from .sink import MaskStore
 from .sizing import reader_threads
 from .sources import SourceSpec, open_source
-from .stream import TaskStream, error_line
+from .stopping import Stopped
+from .stream import TaskStream
 
 STAGES = ("read", "preprocess", "forward", "stitch", "write")
 
@@ -74,6 +76,8 @@ class BlockReport:
     engine: dict | None = None
     """The engine as it ran this block (device, precision, batch size, tactics): the summary
     reports what the workers did, not what the client would have done."""
+    retries: int = 0
+    """Writes of this block tried again after a transient storage error (:mod:`tilepipe.retry`)."""
 
     @contextmanager
     def stage(self, name: str):
@@ -115,7 +119,8 @@ def _open_store(url: str, run_id: str) -> MaskStore:
 
 def process_task(ctx: RunContext, units: tuple[Unit, ...]) -> list[BlockReport]:
     """Run one task's units; a failure is reported per block (with its window), never raised.
-    Blocks written before a failure stay written and recorded."""
+    Blocks written before a failure stay written and recorded. A task stopped (a block's report
+    raised :class:`~tilepipe.stopping.Stopped`) reports only the blocks it stored."""
     plan = ctx.plan
     worker = f"{socket.gethostname()}:{os.getpid()}"
     thread = threading.current_thread().name
@@ -134,15 +139,18 @@ def process_task(ctx: RunContext, units: tuple[Unit, ...]) -> list[BlockReport]:
             source = open_source(ctx.source, ctx.run_id)
         pool = _reader_pool(reader_threads(engine.device.type))
         TaskStream(ctx, engine, store, source, reports, pool, _block_listeners.get(ctx.run_id)).run(units)
+    except Stopped:
+        reports = {index: report for index, report in reports.items() if report.finished or report.error}
     except Exception as exc:  # reported per block: the run goes on and ends non-zero
         trace = traceback.format_exc()
         done = store.done_blocks() if store is not None else None
         for index, report in reports.items():
             if report.error is None and (done is None or not done[index]):
-                report.error, report.traceback = error_line(exc), trace
+                report.error, report.traceback = fault_line(exc), trace
     finally:
-        if engine is not None:
-            described = engine.describe()
-            for report in reports.values():
-                report.engine = described
+        described = engine.describe() if engine is not None else None
+        for index, report in reports.items():
+            report.engine = described
+            if store is not None:  # the handle's other retries (its owner checks) go with the first block
+                report.retries = store.retries.take(index) + (store.retries.take() if report is first else 0)
     return list(reports.values())

@@ -2,7 +2,9 @@
 
 Every run option is a flag here, made from its declaration (:mod:`tilepipe.options`), and a key
 in a ``--config`` YAML file; flags win over the file.
-A :class:`TilepipeError` becomes one ``Error: ...`` line and a non-zero exit, never a traceback.
+A :class:`TilepipeError` becomes one ``Error: ...`` line and a non-zero exit, never a traceback;
+a run stopped by a signal exits 130 (SIGINT) or 143 (SIGTERM). A fault that is a bug in tilepipe
+ends ``run`` with one line too, its traceback in the ``--log-file``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import warnings
 import click
 
 from . import __version__
-from .errors import TilepipeError
+from .errors import TilepipeError, fault_line
 from .modes import ExportFormat
 from .options import OPTIONS, BadValue, Option
 
@@ -27,7 +29,9 @@ def _user_errors(func):
         try:
             return func(*args, **kwargs)
         except TilepipeError as exc:
-            raise click.ClickException(str(exc)) from None
+            error = click.ClickException(str(exc))
+            error.exit_code = getattr(exc, "exit_code", error.exit_code)  # an interrupted run's 130 / 143
+            raise error from None
     return wrapper
 
 
@@ -112,9 +116,16 @@ def run(input, output, config, explain, quiet, verbose, log_file, **kwargs):
     try:
         summary = run_pipeline(input, output, config=config, progress=progress, **kwargs)
     except RunFailed as exc:
-        if explain:
+        if explain and exc.summary:
             click.echo(exc.summary.to_markdown(), err=True)
         raise
+    except TilepipeError:
+        raise
+    except Exception as exc:  # a bug: one line here, the traceback in the log file
+        logging.getLogger("tilepipe").debug("unexpected error", exc_info=True)
+        where = f"its traceback is in {log_file}" if log_file else "--log-file FILE keeps its traceback"
+        raise TilepipeError(f"unexpected error while writing {output}: {fault_line(exc)} (a bug in tilepipe; "
+                            f"{where}; please report it)") from None
     finally:
         if progress:
             progress.close()
@@ -134,9 +145,17 @@ def _configure_logging(quiet: bool, verbose: bool, log_file: str | None) -> None
     logger.addHandler(console)
     logger.setLevel(logging.DEBUG if log_file else console.level)
     if log_file:
-        handler = logging.FileHandler(log_file)
+        handler = _LogFile(log_file)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logger.addHandler(handler)
+
+
+class _LogFile(logging.FileHandler):
+    """The ``--log-file``; a record it cannot write (the disk that failed the run is full) is
+    dropped, where logging's default would print a traceback on the terminal for each."""
+
+    def handleError(self, record):
+        pass
 
 
 def _short(d: dict) -> str:

@@ -20,12 +20,18 @@ expected, in place (the same inode, so a run waiting for the lock sees the chang
 lock a renewal could read its own lease, lose it to a run that took it over as dead, and then
 write over the new holder's lease, leaving both runs sure they hold the store. Other fsspec
 filesystems (object stores, ``memory://``) have no such lock: there a renewal reads, then writes.
+
+Its creation, reading and removal are retried on transient errors (:mod:`tilepipe.retry`; a renewal
+that fails is simply made again at the next beat). A create whose reply was lost
+may have happened: the lease found then names this run, and is taken as created. Releasing never
+raises: a lease that cannot be removed expires (the run that ends says so in the log).
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import posixpath
 import socket
@@ -37,8 +43,11 @@ from datetime import datetime, timezone
 
 from fsspec.implementations.local import LocalFileSystem
 
-from .errors import TilepipeError, first_line
+from .errors import TilepipeError, fault_line, first_line
+from .retry import RetryCount, retried
 from .sink import beside
+
+log = logging.getLogger("tilepipe")
 
 TIMEOUT_SECONDS = 60.0
 """A lease not renewed for this long belongs to a dead run and can be taken over."""
@@ -99,6 +108,10 @@ class Lease:
         """Who took the lease over, when that happened while this run was live."""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.retries = RetryCount()
+
+    def _retried(self, action, what: str):
+        return retried(action, f"{self.path}: {what}", self.retries)
 
     @classmethod
     def acquire(cls, url: str, run_id: str) -> Lease:
@@ -111,6 +124,8 @@ class Lease:
             current = lease._read()
             if current is None:
                 continue
+            if current.run_id == run_id:  # our own create, whose reply was lost and tried again
+                break
             now = time.time()
             if not current.is_dead(now):
                 raise TilepipeError(f"{url}: another run is writing this store: {current.describe(now)}; "
@@ -131,19 +146,22 @@ class Lease:
         """The first write of a run: a place where nothing can be written fails here, before any
         output exists."""
         try:
-            self.fs.makedirs(posixpath.dirname(self.path), exist_ok=True)
-            with self.fs.open(self.path, "xb") as f:
-                f.write(_encode(self.holder))
+            self._retried(lambda: self.fs.makedirs(posixpath.dirname(self.path), exist_ok=True), "making its folder")
+            self._retried(self._write_exclusive, "creating it")
         except FileExistsError:
             return False
         except OSError as exc:
             raise TilepipeError(f"{self.url}: cannot write there ({exc.strerror or first_line(exc)})") from None
         return True
 
+    def _write_exclusive(self) -> None:
+        with self.fs.open(self.path, "xb") as f:
+            f.write(_encode(self.holder))
+
     def _read(self) -> Holder | None:
         for _ in range(20):  # a lease being created is empty for an instant: look again
             try:
-                holder = _decode(self.fs.cat(self.path))
+                holder = _decode(self._retried(lambda: self.fs.cat(self.path), "reading it"))
             except FileNotFoundError:
                 return None
             if holder is not None:
@@ -230,22 +248,27 @@ class Lease:
                 pass
 
     def release(self) -> None:
-        """Stop renewing and remove the lease if it is still this run's."""
+        """Stop renewing and remove the lease if it is still this run's. Never raises: it runs as
+        the run ends, however it ends, and must not hide why it ended."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+        try:
+            self._remove_if_ours()
+        except (OSError, TimeoutError) as exc:  # a lock held by a run taking it over: that run's now, or expires
+            log.warning("%s: could not remove the lease (%s); it expires %.0f s after its last renewal",
+                        self.path, fault_line(exc) if isinstance(exc, OSError) else exc, TIMEOUT_SECONDS)
+
+    def _remove_if_ours(self) -> None:
         if not self.local:
             current = self._read()
             if current is not None and current.run_id == self.holder.run_id:
-                self.fs.rm(self.path)
+                self._retried(lambda: self.fs.rm(self.path), "removing it")
             return
-        try:
-            with self._locked() as fd:
-                current = _decode(os.pread(fd, 1 << 16, 0)) if fd is not None else None
-                if current is not None and current.run_id == self.holder.run_id:
-                    os.unlink(self.path)
-        except TimeoutError:  # held by a run taking it over: it is that run's now, or expires
-            pass
+        with self._locked() as fd:
+            current = _decode(os.pread(fd, 1 << 16, 0)) if fd is not None else None
+            if current is not None and current.run_id == self.holder.run_id:
+                os.unlink(self.path)
 
 
 def _encode(holder: Holder) -> bytes:

@@ -5,6 +5,11 @@ block reads, the weights load: :mod:`tilepipe.preparation`; the output is free o
 is set, or for ``resume`` the store's fingerprint matches: :mod:`tilepipe.resume`), then runs the blocks,
 writes the summary, and only then marks the store complete.
 
+A fault of the environment while the run writes (a full disk, a read-only folder) ends it with one
+line naming the store, what was being written and what to do (:func:`_faults`); the traceback
+goes to the log. A stop signal ends it as :class:`Interrupted` (:mod:`tilepipe.stopping`). Either
+way the lease is released and the store is not marked complete, so ``--resume`` finishes it.
+
 Each run has a run id. It holds the store's lease (:mod:`tilepipe.lease`) from before it looks at
 the output until it ends, so a second writer is refused; the id is written into the store and
 keys the per-process caches of store handles and sources, so a later run in the same process
@@ -17,9 +22,10 @@ import logging
 import os
 import time
 import uuid
+from contextlib import contextmanager
 
 from .config import Settings, resolve_settings
-from .errors import TilepipeError
+from .errors import TilepipeError, fault_line, what_to_do
 from .lease import Lease
 from .model.compare import compare_architectures
 from .options import RunOptions
@@ -30,10 +36,12 @@ from .report.progress import Progress
 from .report.summary import Summary, build_summary
 from .report.timeline import write_timeline
 from .resume import blocks_to_run, fingerprint, open_for_resume
+from .retry import RetryCount
 from .schedule import Scheduling, runner
 from .sink import NO_LABEL, MaskStore, check_output, remove_output
 from .sizing import estimate_peak_memory, resolved_workers
 from .sources.geotiff import bounded_gdal_cache
+from .stopping import Stop, stop_on_signals
 
 log = logging.getLogger("tilepipe")
 
@@ -44,6 +52,27 @@ class RunFailed(TilepipeError):
     def __init__(self, message: str, summary: Summary):
         super().__init__(message)
         self.summary = summary
+
+
+class Interrupted(RunFailed):
+    """A stop signal ended the run (see :mod:`tilepipe.stopping`); ``exit_code`` is 130 or 143."""
+
+    def __init__(self, message: str, summary: Summary | None, exit_code: int):
+        super().__init__(message, summary)
+        self.exit_code = exit_code
+
+
+@contextmanager
+def _faults(doing: str, output: str, then: str = "run again with --resume"):
+    """An ``OSError`` raised while ``doing`` (e.g. "writing the pyramid of", followed by the store)
+    becomes one line in the user's terms: "no space left on device while writing the pyramid of X;
+    free space and run again with --resume". The traceback goes to the log (``--log-file``)."""
+    try:
+        yield
+    except OSError as exc:
+        log.debug("%s %s failed", doing, output, exc_info=True)
+        line = fault_line(exc)
+        raise TilepipeError(f"{line} while {doing} {output}; {what_to_do(line)}{then}") from exc
 
 
 def plan(input: str, config=None, compare: bool = False, *, options: RunOptions | None = None,
@@ -113,41 +142,48 @@ def run(input: str, output: str, options: RunOptions | None = None, *, config=No
     input, output = _location(str(input)), _location(str(output))
     run_id = uuid.uuid4().hex[:12]
     lease = Lease.acquire(output, run_id)
+    stop = Stop()
     try:
-        with bounded_gdal_cache():  # process-wide, so chosen here, for the run, and restored after it
-            return _run_leased(input, output, settings, scheduling, run_id, progress, t0)
+        # process-wide, so chosen here, for the run, and restored after it
+        with stop_on_signals(stop, at_once=lease.release), bounded_gdal_cache():
+            return _run_leased(input, output, settings, scheduling, run_id, progress, t0, stop, lease.retries)
     finally:
         lease.release()
 
 
 def _run_leased(input: str, output: str, settings: Settings, scheduling: Scheduling, run_id: str,
-                progress: Progress | None, t0: float) -> Summary:
+                progress: Progress | None, t0: float, stop: Stop, lease_retries: RetryCount) -> Summary:
     options, card_file = settings.options, settings.card_file
     replacing = False if options.resume else check_output(output, options.overwrite)
     prepared = prepare(input, output, settings, run_id, load_engine=not scheduling.distributed)
     source, model, p = prepared.source, prepared.model, prepared.plan
     with runner(scheduling) as blocks_runner:
         expected = fingerprint(prepared, blocks_runner.engine_kind(prepared.context.engine))
+        if stop.requested:  # while preparing: nothing written yet
+            raise Interrupted(f"{stop.name}: stopped before any block ran; {output} is as it was", None,
+                              stop.exit_code)
         if options.resume:
-            store = open_for_resume(output, expected, run_id)
-            todo, repaired = blocks_to_run(store, p)
+            with _faults("opening", output):
+                store = open_for_resume(output, expected, run_id)
+                todo, repaired = blocks_to_run(store, p)
         else:
-            if replacing:
-                remove_output(output)
-            store = MaskStore.create(
-                output, p, model.num_classes, options.probabilities,
-                attrs={
-                    **source.geometry(),
-                    "nodata": NO_LABEL,
-                    "class_names": list(model.class_names),
-                    **({"class_colours": [list(c) for c in card_file.class_colours]}
-                       if card_file and card_file.class_colours else {}),
-                    "tilepipe": {"input": input, "options": options.to_json(), "model": model.describe(),
-                                 "fingerprint": expected},
-                },
-                coordinates=source.coordinates(),
-                run_id=run_id,
-            )
+            with _faults("creating", output, then="run again with --overwrite"):
+                if replacing:
+                    remove_output(output)
+                store = MaskStore.create(
+                    output, p, model.num_classes, options.probabilities,
+                    attrs={
+                        **source.geometry(),
+                        "nodata": NO_LABEL,
+                        "class_names": list(model.class_names),
+                        **({"class_colours": [list(c) for c in card_file.class_colours]}
+                           if card_file and card_file.class_colours else {}),
+                        "tilepipe": {"input": input, "options": options.to_json(), "model": model.describe(),
+                                     "fingerprint": expected},
+                    },
+                    coordinates=source.coordinates(),
+                    run_id=run_id,
+                )
             todo, repaired = [b.index for b in p.blocks()], 0
         reused = p.block_count - len(todo)
         if progress:
@@ -156,28 +192,67 @@ def _run_leased(input: str, output: str, settings: Settings, scheduling: Schedul
         setup_seconds = time.perf_counter() - t0
         t1 = time.perf_counter()
         tasks = p.tasks(todo, blocks_runner.slots, split=blocks_runner.split)
-        reports = blocks_runner.run(prepared.context, tasks, progress)
+        reports = blocks_runner.run(prepared.context, tasks, progress, stop)
         blocks_seconds = time.perf_counter() - t1
         failed = [r for r in reports if r.error]
         for report in failed:
             log.info("block %s (%s) failed: %s", report.index, report.core, report.error)
             log.debug("block %s traceback:\n%s", report.index, report.traceback)
+        done = reused + len(reports) - len(failed)
+        interrupted = stop.requested and done < p.block_count  # a stop after the last block changes nothing
         t2 = time.perf_counter()
-        levels = [] if failed else build_pyramid(store)  # derived from the finished blocks, so after them
-        pyramid = {"levels": levels, "seconds": time.perf_counter() - t2, "built": not failed}
+        finished = not failed and not interrupted
+        with _faults("writing the pyramid of", output):
+            levels = build_pyramid(store) if finished else []  # derived from the finished blocks, so after them
+        pyramid = {"levels": levels, "seconds": time.perf_counter() - t2, "built": finished}
         summary = build_summary(prepared, reports, output, setup_seconds, blocks_seconds, t0,
                                 scheduling=scheduling, slots=blocks_runner.slots, reused=reused, repaired=repaired,
                                 pyramid=pyramid)
-    timeline, note = write_timeline(reports, *store.beside("timeline.png"))
-    summary.data["output"].update(timeline=timeline, timeline_note=note)
-    summary.files = store.save_summary(summary.data, summary.to_markdown())
+    retries = sum(r.retries for r in reports) + store.retries.take() + lease_retries.take()
+    summary.data["output"]["retries"] = retries
+    if retries:
+        summary.data["warnings"].append(f"{retries} write(s) to storage were tried again after a transient error.")
+    if interrupted:
+        summary.data["status"] = f"interrupted: {done} of {p.block_count} blocks done"
+        summary.data["warnings"].insert(0, f"INTERRUPTED by {stop.name}: {done} of {p.block_count} blocks done; "
+                                           "finish with --resume.")
+    unsaved = _save_reports(store, summary, reports, output, finished)
+    if interrupted:
+        raise Interrupted(f"{stop.name}: {summary['status']} in {output}; run again with --resume to finish it"
+                          f"{unsaved}", summary, stop.exit_code)
     if failed:
-        first = failed[0]
-        raise RunFailed(
-            f"{len(failed)} of {len(reports)} blocks failed (first: block {first.index} at {first.core}: "
-            f"{first.error}); the store {output} is incomplete (finish it with --resume), see its summary", summary)
-    store.mark_complete()
+        raise RunFailed(_failed_line(failed, len(reports), output) + unsaved, summary)
+    with _faults("marking complete", output):
+        store.mark_complete()
     return summary
+
+
+def _failed_line(failed: list, ran: int, output: str) -> str:
+    """Why the blocks failed, led by the cause when the environment is at fault (a full disk)."""
+    first = failed[0]
+    to_do = what_to_do(first.error)
+    if to_do:
+        return (f"{first.error} while writing the blocks of {output}: {len(failed)} of {ran} blocks not stored; "
+                f"{to_do}run again with --resume")
+    return (f"{len(failed)} of {ran} blocks failed (first: block {first.index} at {first.core}: {first.error}); "
+            f"the store {output} is incomplete (finish it with --resume), see its summary")
+
+
+def _save_reports(store: MaskStore, summary: Summary, reports: list, output: str, finished: bool) -> str:
+    """Write the timeline picture and the summary beside the store. After a failed or stopped run
+    a fault here (the disk that failed the blocks is still full) must not hide the run's own
+    ending: it is logged and returned as a clause for that ending's line; otherwise it is raised."""
+    try:
+        with _faults("writing the summary of", output):
+            timeline, note = write_timeline(reports, lambda png: store.write_beside("timeline.png", png))
+            summary.data["output"].update(timeline=timeline, timeline_note=note)
+            summary.files = store.save_summary(summary.data, summary.to_markdown())
+    except TilepipeError as exc:
+        if finished:
+            raise
+        log.debug("the summary of %s was not written: %s", output, exc)
+        return f" (its summary could not be written: {fault_line(exc.__cause__ or exc)})"
+    return ""
 
 
 def open(store: str) -> MaskStore:  # noqa: A001 - mirrors zarr.open / xarray.open_dataset

@@ -77,9 +77,9 @@ def mode_2x2(labels: np.ndarray) -> np.ndarray:
     return best
 
 
-def _reduce(source: zarr.Array, target: zarr.Array) -> None:
+def _reduce(source: zarr.Array, target: zarr.Array, store: MaskStore) -> None:
     """Write ``target`` chunk by chunk: each target chunk is the 2x2 mode of the (up to) 2x2 source
-    chunks beneath it, read one source chunk at a time."""
+    chunks beneath it, read one source chunk at a time; each write retried as ``store`` retries."""
     chunk_h, chunk_w = target.chunks[-2:]
     height, width = target.shape[-2:]
     rows, cols = -(-height // chunk_h), -(-width // chunk_w)
@@ -101,7 +101,8 @@ def _reduce(source: zarr.Array, target: zarr.Array) -> None:
                     part = mode_2x2(piece[top:top + 2 * SLAB_ROWS])
                     reduced[r0 + top // 2:r0 + top // 2 + part.shape[0], c0:c0 + part.shape[1]] = part
         if (reduced != NO_LABEL).any():  # an all-no-data chunk keeps the fill value, unstored
-            target[lead + (slice(i * chunk_h, i * chunk_h + out_h), slice(j * chunk_w, j * chunk_w + out_w))] = reduced
+            where = lead + (slice(i * chunk_h, i * chunk_h + out_h), slice(j * chunk_w, j * chunk_w + out_w))
+            store.retried(lambda: target.__setitem__(where, reduced), f"pyramid chunk {where}")
 
 
 def _level_geometry(group: zarr.Group, level: int, geometry: dict) -> None:
@@ -124,22 +125,25 @@ def build_pyramid(store: MaskStore) -> list[tuple[int, ...]]:
     store.check_owner()  # only the run that owns the store writes into it
     shapes = level_shapes(store.mask.shape)
     if GROUP in store.group:
-        del store.group[GROUP]
+        store.retried(lambda: store.group.__delitem__(GROUP), "removing the old pyramid")
     base = store.group["mask"]
-    lead_chunks = base.chunks[:-2]
-    geometry = dict(store.group.attrs)
     source = store.mask
     for level, shape in enumerate(shapes, start=1):
-        group = store.group.require_group(f"{GROUP}/{level}")
-        chunks = lead_chunks + tuple(min(max(1, c // 2), n) for c, n in zip(base.chunks[-2:], shape[-2:]))
-        target = group.create_array("mask", shape=shape, chunks=chunks, dtype="uint8", fill_value=NO_LABEL,
-                                    dimension_names=base.metadata.dimension_names,
-                                    attributes={**base.attrs, "resampling": RESAMPLING, "level": level,
-                                                "factor": 2 ** level})
-        _level_geometry(group, level, geometry)
-        target = without_empty_chunk_check(target)  # all-no-data chunks are skipped here already
-        _reduce(source, target)
+        target = store.retried(lambda: _new_level(store.group, base, level, shape), f"creating pyramid level {level}")
+        _reduce(source, without_empty_chunk_check(target), store)  # all-no-data chunks are skipped here already
         source = target
-    describe_levels(store.group, [level_path(n) for n in range(len(shapes) + 1)],
-                    list(base.metadata.dimension_names), RESAMPLING)
+    store.retried(lambda: describe_levels(store.group, [level_path(n) for n in range(len(shapes) + 1)],
+                                          list(base.metadata.dimension_names), RESAMPLING), "describing the pyramid")
     return shapes
+
+
+def _new_level(root: zarr.Group, base: zarr.Array, level: int, shape: tuple[int, ...]) -> zarr.Array:
+    """The empty array of level ``level`` with its geometry (overwritten whole if a try left some)."""
+    group = root.require_group(f"{GROUP}/{level}")
+    chunks = base.chunks[:-2] + tuple(min(max(1, c // 2), n) for c, n in zip(base.chunks[-2:], shape[-2:]))
+    target = group.create_array("mask", shape=shape, chunks=chunks, dtype="uint8", fill_value=NO_LABEL,
+                                dimension_names=base.metadata.dimension_names, overwrite=True,
+                                attributes={**base.attrs, "resampling": RESAMPLING, "level": level,
+                                            "factor": 2 ** level})
+    _level_geometry(group, level, dict(root.attrs))
+    return target

@@ -20,6 +20,10 @@ is handled by Dask, which runs the task elsewhere (its blocks already recorded a
 the same bytes); a task whose workers keep dying is given up (``KilledWorker``) and its unrecorded
 blocks fail, and a block that fails for a data reason comes back as a report with its error: either
 way the other tasks' reports are still collected, as each task ends, and the run ends non-zero.
+
+A stop (:mod:`tilepipe.stopping`) starts no new task; in this process a running task stops after
+the block it is writing, and on a cluster the client cancels the futures not yet done. Blocks not
+stored are then simply absent from the reports: ``--resume`` runs them.
 """
 
 from __future__ import annotations
@@ -35,11 +39,11 @@ import dask
 from .blocks import BlockReport, RunContext, block_listener, process_task
 from .device import resolve_device, resolve_precision
 from .engine import EngineOptions
-from .errors import TilepipeError
+from .errors import TilepipeError, fault_line
 from .grid import Unit
 from .sink import MaskStore
 from .sources.geotiff import GDAL_CACHE_MB
-from .stream import error_line
+from .stopping import Stop
 
 
 def local_cluster_workers(cluster: str) -> int | None:
@@ -113,8 +117,13 @@ class ThreadRunner:
         return engine_kind(options)
 
     def run(self, ctx: RunContext, tasks: list[tuple[Unit, ...]],
-            on_report: Callable[[BlockReport], None] | None = None) -> list[BlockReport]:
-        delayed = [dask.delayed(process_task, pure=False)(ctx, units, dask_key_name=task_name(units)) for units in tasks]
+            on_report: Callable[[BlockReport], None] | None = None, stop: Stop | None = None) -> list[BlockReport]:
+        stop = stop or Stop()
+
+        def task(units: tuple[Unit, ...]) -> list[BlockReport]:
+            return [] if stop.requested else process_task(ctx, units)
+
+        delayed = [dask.delayed(task, pure=False)(units, dask_key_name=task_name(units)) for units in tasks]
         heard, lock = set(), threading.Lock()
 
         def stored(report: BlockReport) -> None:  # from the task threads, as each block is stored
@@ -122,6 +131,7 @@ class ThreadRunner:
                 heard.add(report.index)
                 if on_report:
                     on_report(report)
+            stop.check()  # the task ends here, its next blocks left unstored
 
         with block_listener(ctx.run_id, stored), dask.config.set(scheduler="threads", num_workers=self.slots):
             reports = [report for result in dask.compute(*delayed) for report in result]
@@ -152,7 +162,7 @@ class DistributedRunner:
         return {key: "+".join(sorted({kind[key] for kind in kinds})) for key in ("device_type", "precision")}
 
     def run(self, ctx: RunContext, tasks: list[tuple[Unit, ...]],
-            on_report: Callable[[BlockReport], None] | None = None) -> list[BlockReport]:
+            on_report: Callable[[BlockReport], None] | None = None, stop: Stop | None = None) -> list[BlockReport]:
         from distributed import as_completed
 
         if ctx.store_url.startswith("memory://"):
@@ -162,8 +172,12 @@ class DistributedRunner:
                                resources=self.resources, pure=False): units
             for units in tasks
         }
+        if stop is not None:
+            stop.on_request(lambda: self.client.cancel(list(futures)))
         reports = []
         for future in as_completed(futures):  # each task as it ends, in whatever order
+            if future.cancelled():  # stopped before it ran; what it stored is in the store's records
+                continue
             if future.status == "error":
                 task_reports = lost_task_reports(ctx, futures[future], future.exception())
             else:
@@ -188,7 +202,7 @@ def lost_task_reports(ctx: RunContext, units: tuple[Unit, ...], exc: BaseExcepti
         line = (f"its worker process died while running it, {exc.allowed_failures + 1} time(s) on different "
                 f"workers (dask KilledWorker; last on {last}): see the workers' logs")
     else:
-        line = error_line(exc)
+        line = fault_line(exc)
     done = MaskStore.open(ctx.store_url).done_blocks()
     plan = ctx.plan
     return [BlockReport(index=i, core=str(plan.block(i).core),

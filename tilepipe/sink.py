@@ -25,10 +25,15 @@ The attribute ``tilepipe.run_id`` names the run that writes the store (set when 
 resumes it). A handle opened for a run writes only while the store still names that run: if the
 store was replaced or taken over meanwhile, it refuses instead of writing into someone else's
 arrays (which may have another shape or chunking).
+
+Every write (chunks, records, attributes, the summary files) is retried on a transient error
+(:mod:`tilepipe.retry`); a handle counts its retries in ``retries``, under the block's index for a
+block's writes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import fsspec
@@ -39,6 +44,7 @@ from .errors import TilepipeError, first_line
 from .grid import Block
 from .measures import BlockTally, create_tally
 from .partition import Plan
+from .retry import RetryCount, retried
 
 STORE_FORMAT = "tilepipe-mask/1"
 NO_LABEL = 255
@@ -137,10 +143,25 @@ class MaskStore:
         self.blocks = group["blocks"]
         self.probabilities = without_empty_chunk_check(group["probabilities"]) if "probabilities" in group else None
         self.tally = BlockTally.of(group)
+        self.retries = RetryCount()
+
+    def retried(self, action, what: str, key=None):
+        """``action()`` retried on a transient error, counted in this handle's ``retries``."""
+        return retried(action, f"{self.url}: {what}", self.retries, key)
 
     @classmethod
     def create(cls, url: str, plan: Plan, num_classes: int, probabilities: bool, attrs: dict,
                coordinates: dict[str, np.ndarray] | None = None, run_id: str | None = None) -> MaskStore:
+        """A new store (``mode="w"``: tried again whole after a transient error)."""
+        count = RetryCount()
+        store = retried(lambda: cls._create(url, plan, num_classes, probabilities, attrs, coordinates, run_id),
+                        f"{url}: creating the store", count)
+        store.retries = count
+        return store
+
+    @classmethod
+    def _create(cls, url: str, plan: Plan, num_classes: int, probabilities: bool, attrs: dict,
+                coordinates: dict[str, np.ndarray] | None, run_id: str | None) -> MaskStore:
         attrs = {**attrs, "tilepipe": {**attrs.get("tilepipe", {}), "format": STORE_FORMAT, "complete": False,
                                        "run_id": run_id}}
         group = zarr.open_group(local_or_url(url), mode="w", zarr_format=3, attributes=attrs)  # attributes first: never a bare group
@@ -188,7 +209,12 @@ class MaskStore:
         The store is not complete again until that run ends well: it rewrites blocks, the pyramid
         and the summary."""
         self.run_id = run_id
-        self.group.attrs["tilepipe"] = {**self.info, "run_id": run_id, "complete": False}
+        self.update_info(run_id=run_id, complete=False)
+
+    def update_info(self, **values) -> None:
+        """Rewrite the ``tilepipe`` attribute with ``values`` changed (one whole document)."""
+        info = {**self.info, **values}
+        self.retried(lambda: self.group.attrs.__setitem__("tilepipe", info), "writing its attributes")
 
     def check_owner(self) -> None:
         """Refuse to write unless the store, as stored now (not as this handle last saw it), still
@@ -197,7 +223,8 @@ class MaskStore:
             return
         fs, path = fs_path(self.url)
         try:
-            stored = json.loads(fs.cat(f"{path}/zarr.json"))["attributes"]["tilepipe"].get("run_id")
+            stored = json.loads(self.retried(lambda: fs.cat(f"{path}/zarr.json"), "reading its attributes")
+                                )["attributes"]["tilepipe"].get("run_id")
         except (FileNotFoundError, KeyError, ValueError):
             stored = None
         if stored != self.run_id:
@@ -221,14 +248,17 @@ class MaskStore:
         where = (slice(core.row, core.row_stop), slice(core.col, core.col_stop))
         lead = () if block.plane is None else self.stack_index(block.plane)
         self.check_owner()
+        index = tuple(block.index)
         if labels is not None:
-            self.mask[lead + where] = labels
+            self.retried(lambda: self.mask.__setitem__(lead + where, labels), f"block {index}", index)
             if self.tally is not None:
-                self.tally.write(block.index, labels, core.row)
+                self.retried(lambda: self.tally.write(block.index, labels, core.row), f"tally of block {index}", index)
         if probabilities is not None and self.probabilities is not None:
-            self.probabilities[lead + (slice(None),) + where] = probabilities
+            self.retried(lambda: self.probabilities.__setitem__(lead + (slice(None),) + where, probabilities),
+                         f"block {index}", index)
         self.check_owner()  # again: a run ousted while its chunks were written must not record them as done
-        self.blocks[tuple(block.index)] = NO_DATA if labels is None else STORED
+        self.retried(lambda: self.blocks.__setitem__(index, NO_DATA if labels is None else STORED),
+                     f"record of block {index}", index)
 
     def stack_index(self, plane: int) -> tuple[int, ...]:
         """The mask's leading index of a plane: ``(plane,)``, or ``(volume, z)`` in a 4-D store."""
@@ -267,14 +297,20 @@ class MaskStore:
         ``summary.json`` and ``summary.md`` beside the store, named after it. Files inside the
         store would make zarr warn about unknown objects whenever a group is listed."""
         self.check_owner()
-        self.group.attrs["tilepipe"] = {**self.info, "summary": summary_json}
-        written = []
-        for suffix, text in (("summary.json", json.dumps(summary_json, indent=2)), ("summary.md", markdown)):
-            fs, path = self.beside(suffix)
-            with fs.open(path, "w") as f:
-                f.write(text)
-            written.append(path)
-        return written
+        self.update_info(summary=summary_json)
+        return [self.write_beside(suffix, text.encode()) for suffix, text in
+                (("summary.json", json.dumps(summary_json, indent=2)), ("summary.md", markdown))]
+
+    def write_beside(self, suffix: str, data: bytes) -> str:
+        """Write the file ``<name>.<suffix>`` next to the store whole; returns its path."""
+        fs, path = self.beside(suffix)
+        try:
+            self.retried(lambda: fs.pipe_file(path, data), f"writing {path}")
+        except OSError:
+            with contextlib.suppress(OSError):  # a file cut short (a full disk) is not left to be read
+                fs.rm(path)
+            raise
+        return path
 
     def beside(self, suffix: str):
         """``(filesystem, path)`` of the file ``<name>.<suffix>`` next to the store."""
@@ -289,4 +325,4 @@ class MaskStore:
 
     def mark_complete(self) -> None:
         self.check_owner()
-        self.group.attrs["tilepipe"] = {**self.info, "complete": True}
+        self.update_info(complete=True)

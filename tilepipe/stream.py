@@ -22,9 +22,10 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import TilepipeError, first_line
+from .errors import fault_line
 from .grid import Unit, Window, block_index
 from .partition import Plan
+from .retry import is_transient
 from .sink import MaskStore
 from .sources.scaling import plane_scaling
 from .stitch import StripStitcher
@@ -76,14 +77,6 @@ def scaled_runs(raw: np.ndarray, scalings: list, channels: int) -> np.ndarray:
         out.append(network_input(raw[start:start + count], scaling, channels))
         start += count
     return out[0] if len(out) == 1 else np.concatenate(out)
-
-
-def error_line(exc: Exception) -> str:
-    """A block's error in one line: a TilepipeError's message as it is, anything else after its type
-    (a bug's message alone rarely says what went wrong), or the bare type when it says nothing."""
-    if isinstance(exc, TilepipeError) or not str(exc).strip():
-        return first_line(exc)
-    return f"{type(exc).__name__}: {first_line(exc)}"
 
 
 @dataclass
@@ -152,15 +145,20 @@ class _UnitRun:
             rest = [(labels[h:], None if probs is None else probs[:, h:], valid[h:])] if len(labels) > h else []
             report.no_data = not valid[:h].any()
             with report.stage("write"):
-                if report.no_data:  # its chunks keep the fill value, NO_LABEL: only the record
-                    self.store.write_block(block, None)
-                else:
-                    self.store.write_block(block, labels[:h], None if probs is None else probs[:, :h])
+                try:
+                    if report.no_data:  # its chunks keep the fill value, NO_LABEL: only the record
+                        self.store.write_block(block, None)
+                    else:
+                        self.store.write_block(block, labels[:h], None if probs is None else probs[:, :h])
+                except OSError as exc:  # still failing after its retries: this block fails, the unit goes on
+                    if not is_transient(exc):
+                        raise
+                    report.error, report.traceback = fault_line(exc), traceback.format_exc()
             report.started, report.finished = self.clock, time.time()
             self.clock = report.finished
             self.done = rest
             self.next_band += 1
-            if self.stored:
+            if self.stored and report.error is None:
                 self.stored(report)
 
     def fail(self, exc: Exception, trace: str) -> None:
@@ -168,7 +166,7 @@ class _UnitRun:
         self.failed = True
         for band in range(self.next_band, self.unit.band_stop):
             report = self.reports[block_index(self.unit.plane, band, self.unit.strip)]
-            report.error, report.traceback = error_line(exc), trace
+            report.error, report.traceback = fault_line(exc), trace
         self.in_flight.clear()
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import logging
 from collections import defaultdict
+from typing import Callable
 
 import numpy as np
 
@@ -117,9 +118,10 @@ def timeline_figure(reports: list[BlockReport]):
     return fig
 
 
-def write_timeline(reports: list[BlockReport], fs, path: str) -> tuple[str | None, str | None]:
-    """Draw the timeline of ``reports`` to ``path`` on ``fs``: ``(path, None)``, or ``(None, why)``
-    when matplotlib is missing (also logged) or no block ran."""
+def write_timeline(reports: list[BlockReport], write: Callable[[bytes], str]) -> tuple[str | None, str | None]:
+    """Draw the timeline of ``reports`` and hand the PNG's bytes to ``write`` (which stores them and
+    returns where): ``(path, None)``, or ``(None, why)`` when matplotlib is missing (also logged)
+    or no block ran."""
     if not any(r.finished > r.started for r in reports):
         return None, "no timeline picture: no block ran in this run"
     try:
@@ -131,6 +133,4 @@ def write_timeline(reports: list[BlockReport], fs, path: str) -> tuple[str | Non
         return None, NO_MATPLOTLIB
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=DPI)
-    with fs.open(path, "wb") as f:
-        f.write(buffer.getvalue())
-    return path, None
+    return write(buffer.getvalue()), None
