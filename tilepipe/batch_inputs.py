@@ -65,7 +65,8 @@ def collect_inputs(arguments: list[str] | tuple[str, ...], all_series: bool = Fa
             found += [(_safe(r.stem), BatchInput("", str(r), description=str(r))) for r in rasters]
             expanded = True
         else:
-            found.append((_safe(PurePosixPath(argument.rstrip("/")).stem), BatchInput("", argument, description=argument)))
+            stem = PurePosixPath(argument.rstrip("/")).stem
+            found.append((_safe(stem), BatchInput("", argument, description=argument)))
     names = _unique([wanted for wanted, _ in found])
     items = tuple(BatchInput(name, i.path, i.series, i.description) for name, (_, i) in zip(names, found))
     return BatchInputs(items, single=len(arguments) == 1 and not expanded, non_image=non_image)

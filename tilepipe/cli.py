@@ -153,8 +153,9 @@ def _run_batch(inputs, output, config, explain, quiet, verbose, kwargs) -> None:
         click.echo(batch_markdown(summary))
     elif not quiet:
         c = summary["counts"]
-        click.echo(f"{output}: {c['inputs']} inputs, {c['complete']} complete, {c['kept']} kept, {summary['wall_seconds']:.1f} s, "
-                   f"{summary['megapixels_per_second']} MP/s; summary: {output.rstrip('/')}/batch.summary.md")
+        click.echo(f"{output}: {c['inputs']} inputs, {c['complete']} complete, {c['kept']} kept, "
+                   f"{summary['wall_seconds']:.1f} s, {summary['megapixels_per_second']} MP/s; "
+                   f"summary: {output.rstrip('/')}/batch.summary.md")
 
 
 def _configure_logging(quiet: bool, verbose: bool, log_file: str | None) -> None:
