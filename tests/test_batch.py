@@ -19,7 +19,8 @@ import zarr
 from click.testing import CliRunner
 
 import tilepipe
-from tilepipe.batch import BatchFailed, run_batch
+from tilepipe.batch import run_batch
+from tilepipe.batch_inputs import collect_inputs
 from tilepipe.cli import main
 from tilepipe.engine import cached_engine
 from tilepipe.testing import write_ct_series, write_sr
@@ -144,3 +145,15 @@ def test_every_series_of_a_study(tmp_path):
         written = pydicom.dcmread(next((study / folder).glob("*.dcm"))).SeriesInstanceUID
         assert group.attrs["tilepipe"]["options"]["series"] == written == rows[name]["series"]
         assert tilepipe.open(str(out / f"{name}.zarr")).is_complete
+
+
+def test_inputs_are_named_by_stem_uniquely_in_path_order(tmp_path):
+    for rel in ("z/scene.tif", "a/scene.TIF", "batch.tif", "notes.txt", "m/x y.tiff"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    found = collect_inputs([str(tmp_path), "s3://bucket/scene.tif"])
+    assert [(i.name, Path(i.path).name) for i in found.items] == [
+        ("scene", "scene.TIF"), ("batch-2", "batch.tif"), ("x_y", "x y.tiff"), ("scene-2", "scene.tif"),
+        ("scene-3", "scene.tif")]
+    assert not found.single
+    assert collect_inputs([str(tmp_path / "a" / "scene.TIF")]).single

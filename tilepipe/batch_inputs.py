@@ -87,7 +87,9 @@ def _study(path: str) -> tuple[list[tuple[str, BatchInput]], int]:
         summary = s.summary
         wanted = "_".join(part for part in (str(summary.number) if summary.number is not None else "",
                                             _safe(summary.description)) if part) or "series"
-        items.append((wanted, BatchInput("", s.location, summary.uid, f"{path}: series {summary}")))
+        number = f" {summary.number}" if summary.number is not None else ""
+        shown = f"{path}: {summary.modality} series{number} '{summary.description}' ({summary.instances} files)"
+        items.append((wanted, BatchInput("", s.location, summary.uid, shown)))
     return items, found.non_image
 
 
