@@ -5,9 +5,10 @@ readable name that is unique under the output folder.
 * a folder holding rasters (:data:`RASTER_SUFFIXES`, searched recursively) gives each raster, in
   the order of their paths, so the order never depends on the file system's listing;
 * with ``--all-series``, a folder (or DICOMDIR, or file) is a DICOM study: each image series in it
-  is an input, named after its SeriesNumber and SeriesDescription (``3_CT_chest``; its UID is the
-  run's ``series`` option, kept in the store's attributes), ordered by number; DICOM objects that
-  are no image (SR, SEG, DICOMDIR...) are skipped and counted;
+  is an input, named after its SeriesNumber and SeriesDescription, or its modality when it has no
+  description (``3_CT_chest``, ``4_MR``; its UID is the run's ``series`` option, kept in the
+  store's attributes), ordered by number; DICOM objects that are no image (SR, SEG, DICOMDIR...)
+  are skipped and counted;
 * any other folder is one DICOM input, as a single run takes it.
 
 A name met twice gets ``-2``, ``-3``... in input order; ``batch`` is taken by the batch summary.
@@ -86,7 +87,7 @@ def _study(path: str) -> tuple[list[tuple[str, BatchInput]], int]:
     for s in series:
         summary = s.summary
         wanted = "_".join(part for part in (str(summary.number) if summary.number is not None else "",
-                                            _safe(summary.description)) if part) or "series"
+                                            _safe(summary.description) or summary.modality) if part) or "series"
         number = f" {summary.number}" if summary.number is not None else ""
         shown = f"{path}: {summary.modality} series{number} '{summary.description}' ({summary.instances} files)"
         items.append((wanted, BatchInput("", s.location, summary.uid, shown)))
