@@ -4,9 +4,9 @@ readable name that is unique under the output folder.
 * a file (or URL) is one input, named after its stem (``scene_a.tif`` -> ``scene_a``);
 * a folder holding rasters (:data:`RASTER_SUFFIXES`, searched recursively) gives each raster, in
   the order of their paths, so the order never depends on the file system's listing;
-* with ``--all-series``, a folder (or DICOMDIR, or file) is a DICOM study: each image series in it
-  is an input, named after its SeriesNumber and SeriesDescription, or its modality when it has no
-  description (``3_CT_chest``, ``4_MR``; its UID is the run's ``series`` option, kept in the
+* with ``--all-series``, a folder (or a DICOMDIR or DICOM file) is a DICOM study: each image
+  series in it is an input, named after its SeriesNumber and SeriesDescription, or its modality
+  when it has no description (``3_CT_chest``, ``4_MR``; its UID is the run's ``series`` option, kept in the
   store's attributes), ordered by number; DICOM objects that are no image (SR, SEG, DICOMDIR...)
   are skipped and counted;
 * any other folder is one DICOM input, as a single run takes it.
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from .errors import TilepipeError
-from .sources.dicom_files import study_series
+from .sources.dicom_files import is_dicom_path, study_series
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt", ".img")
 """The files a folder contributes as scenes (compared in lower case)."""
@@ -57,7 +57,7 @@ def collect_inputs(arguments: list[str] | tuple[str, ...], all_series: bool = Fa
     non_image, expanded = 0, False
     for argument in arguments:
         path = Path(argument)
-        if all_series and "://" not in argument:
+        if all_series and "://" not in argument and (path.is_dir() or is_dicom_path(argument)):
             series, skipped = _study(argument)
             found += series
             non_image += skipped
