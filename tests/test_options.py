@@ -86,7 +86,7 @@ def test_the_satellite_config_holds_every_option_at_its_default():
 def test_run_has_a_flag_for_every_option_and_plan_for_every_option_not_only_of_run():
     assert flags("run") - CLI_ONLY["run"] == set(OPTIONS)
     assert flags("plan") - CLI_ONLY["plan"] == {n for n, o in OPTIONS.items() if not o.run_only}
-    assert {n for n, o in OPTIONS.items() if o.run_only} == {"probabilities", "overwrite", "resume"}
+    assert {n for n, o in OPTIONS.items() if o.run_only} == {"probabilities", "overwrite", "resume", "all_series"}
 
 
 def test_run_help_shows_every_option_its_help_default_and_choices():

@@ -97,21 +97,27 @@ def main():
 
 
 @main.command()
-@click.argument("input", type=str)
-@click.option("-o", "--output", required=True, help="Output Zarr store (path or fsspec URL).")
+@click.argument("inputs", nargs=-1, required=True, type=str)
+@click.option("-o", "--output", required=True,
+              help="Output Zarr store (path or fsspec URL); for several inputs, the folder of their stores.")
 @run_options(run=True)
 @click.option("--explain", is_flag=True, help="Print the full run summary (markdown) after the run.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress and no run line; errors only.")
 @click.option("-v", "--verbose", is_flag=True, help="Log progress and details to stderr (also when not a terminal).")
 @click.option("--log-file", type=click.Path(dir_okay=False), help="Write a detailed log (block tracebacks included) here.")
 @_user_errors
-def run(input, output, config, explain, quiet, verbose, log_file, **kwargs):
-    """Segment INPUT (a GeoTIFF, a DICOM file, series folder or DICOMDIR) into the Zarr store OUTPUT."""
+def run(inputs, output, config, explain, quiet, verbose, log_file, **kwargs):
+    """Segment INPUTS (GeoTIFFs, DICOM files, series folders or DICOMDIRs; a folder of rasters; a
+    study with --all-series) into the Zarr store OUTPUT, or, for several, into OUTPUT/<name>.zarr
+    each, with OUTPUT/batch.summary.md."""
     from .pipeline import RunFailed
     from .pipeline import run as run_pipeline
     from .report.progress import Progress
 
     _configure_logging(quiet, verbose, log_file)
+    if _is_batch(inputs, config, kwargs):
+        return _run_batch(inputs, output, config, explain, quiet, verbose, kwargs)
+    input, = inputs
     progress = None if quiet else Progress(every=10.0 if verbose else None)
     try:
         summary = run_pipeline(input, output, config=config, progress=progress, **kwargs)
@@ -133,6 +139,34 @@ def run(input, output, config, explain, quiet, verbose, log_file, **kwargs):
         click.echo(summary.to_markdown())
     elif not quiet:
         click.echo(_short(summary.data))
+
+
+def _is_batch(inputs: tuple[str, ...], config, kwargs: dict) -> bool:
+    """Several inputs, a folder of rasters or ``--all-series`` (given or from the config file)."""
+    from .batch_inputs import collect_inputs
+    from .config import load_options
+
+    all_series = kwargs.get("all_series") or (kwargs.get("all_series") is None and load_options(config).all_series)
+    return bool(all_series) or not collect_inputs(inputs).single
+
+
+def _run_batch(inputs, output, config, explain, quiet, verbose, kwargs) -> None:
+    from .batch import BatchFailed, batch_markdown, run_batch
+
+    try:
+        summary = run_batch(list(inputs), output, config=config, quiet=quiet, progress_every=10.0 if verbose else None,
+                            **kwargs)
+    except BatchFailed as exc:
+        if explain:
+            click.echo(batch_markdown(exc.summary), err=True)
+        raise
+    if explain:
+        click.echo(batch_markdown(summary))
+    elif not quiet:
+        c = summary["counts"]
+        click.echo(f"{output}: {c['inputs']} inputs, {c['complete']} complete, {c['kept']} kept, "
+                   f"{summary['wall_seconds']:.1f} s, {summary['megapixels_per_second']} MP/s; "
+                   f"summary: {output.rstrip('/')}/batch.summary.md")
 
 
 def _configure_logging(quiet: bool, verbose: bool, log_file: str | None) -> None:

@@ -127,6 +127,9 @@ class RunOptions:
     percentiles: tuple[float, float] = option(
         (2.0, 98.0), "Percentiles for --scaling percentile (computed from overviews or a sample).", PERCENTILES)
     series: str | None = option(None, "DICOM: SeriesInstanceUID to read when the folder holds several series.")
+    all_series: bool = option(
+        False, "DICOM: run every image series found (a study), each into its own store under -o, then a folder.",
+        SWITCH, run_only=True, negatable=False)
     window: str | None = option(None, "DICOM: CENTER,WIDTH or a preset (soft-tissue, lung, bone, brain).",
                                 WINDOW, default_text="the file's")
     level: int = option(0, "Whole-slide DICOM: pyramid level (0 = full resolution).", integer(0))

@@ -22,7 +22,7 @@ import logging
 import os
 import time
 import uuid
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 from .config import Settings, resolve_settings
 from .errors import TilepipeError, fault_line, what_to_do
@@ -137,27 +137,42 @@ def run(input: str, output: str, options: RunOptions | None = None, *, config=No
     options = settings.options
     if options.resume and options.overwrite:
         raise TilepipeError("--resume and --overwrite contradict each other; choose one")
+    if options.all_series:
+        raise TilepipeError("--all-series runs each series into its own store: use tilepipe.batch.run_batch")
     scheduling = Scheduling(workers=resolved_workers(options), cluster=options.cluster, scheduler=options.scheduler,
                             device=options.device)
+    with bounded_gdal_cache():  # process-wide, so chosen here, for the run, and restored after it
+        return run_settled(input, output, settings, scheduling, progress, t0=t0)
+
+
+def run_settled(input: str, output: str, settings: Settings, scheduling: Scheduling, progress: Progress | None = None,
+                *, blocks_runner=None, t0: float | None = None, stop: Stop | None = None) -> Summary:
+    """:func:`run` once its options are resolved, under the lease of ``output``. ``blocks_runner``:
+    a runner the caller started and keeps (:mod:`tilepipe.batch` runs every input through one
+    cluster, whose workers load the model once); by default the run starts its own. ``stop``: a
+    stop the caller listens for (a batch's, shared by its inputs); by default the run installs
+    its own signal handlers (from the main thread only)."""
+    t0 = time.perf_counter() if t0 is None else t0
     input, output = _location(str(input)), _location(str(output))
     run_id = uuid.uuid4().hex[:12]
     lease = Lease.acquire(output, run_id)
-    stop = Stop()
+    own_stop = None if stop is not None else Stop()
     try:
-        # process-wide, so chosen here, for the run, and restored after it
-        with stop_on_signals(stop, at_once=lease.release), bounded_gdal_cache():
-            return _run_leased(input, output, settings, scheduling, run_id, progress, t0, stop, lease.retries)
+        with nullcontext() if own_stop is None else stop_on_signals(own_stop, at_once=lease.release):
+            return _run_leased(input, output, settings, scheduling, run_id, progress, t0, stop or own_stop,
+                               lease.retries, blocks_runner)
     finally:
         lease.release()
 
 
 def _run_leased(input: str, output: str, settings: Settings, scheduling: Scheduling, run_id: str,
-                progress: Progress | None, t0: float, stop: Stop, lease_retries: RetryCount) -> Summary:
+                progress: Progress | None, t0: float, stop: Stop, lease_retries: RetryCount,
+                shared_runner=None) -> Summary:
     options, card_file = settings.options, settings.card_file
     replacing = False if options.resume else check_output(output, options.overwrite)
     prepared = prepare(input, output, settings, run_id, load_engine=not scheduling.distributed)
     source, model, p = prepared.source, prepared.model, prepared.plan
-    with runner(scheduling) as blocks_runner:
+    with nullcontext(shared_runner) if shared_runner else runner(scheduling) as blocks_runner:
         expected = fingerprint(prepared, blocks_runner.engine_kind(prepared.context.engine))
         if stop.requested:  # while preparing: nothing written yet
             raise Interrupted(f"{stop.name}: stopped before any block ran; {output} is as it was", None,

@@ -3,12 +3,14 @@
 Each file found is read by :func:`.dicom_header.read_header` (headers only) and sorted into images
 and skipped files. Broken files are fatal only for the series they belong to, or for every series
 when the header is too damaged to tell. A folder holding several series is never guessed at:
-:func:`select_series` asks for ``--series``.
+:func:`select_series` asks for ``--series``, unless every series is wanted (``--all-series``,
+:func:`study_series`).
 """
 
 from __future__ import annotations
 
-from collections import Counter
+import os
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,6 +79,8 @@ class SeriesSummary:
     description: str
     modality: str
     instances: int
+    number: int | None = None
+    """SeriesNumber, as the first file of the series states it."""
 
     def __str__(self) -> str:
         return f"{self.uid or '(no SeriesInstanceUID)'} ({self.modality} '{self.description}', {self.instances} file(s))"
@@ -87,7 +91,34 @@ def list_series(instances: list[Instance]) -> list[SeriesSummary]:
     first = {}
     for i in instances:
         first.setdefault(i.series_uid, i)
-    return [SeriesSummary(uid, first[uid].series_description, first[uid].modality, n) for uid, n in counts.items()]
+    return [SeriesSummary(uid, first[uid].series_description, first[uid].modality, n, first[uid].series_number)
+            for uid, n in counts.items()]
+
+
+@dataclass(frozen=True)
+class FoundSeries:
+    """One image series of a study, to be run on its own."""
+
+    summary: SeriesSummary
+    location: str
+    """The deepest folder (or the one file) that holds every file of the series, its broken ones
+    included: what a run of this series searches. A study exported one folder per series is then
+    not searched once per series, which would cost S x F header reads for S series of F files."""
+
+
+def study_series(path: str) -> tuple[list[FoundSeries], Discovery]:
+    """Every image series under ``path``, ordered by series number, description and UID (a
+    stable order however the files are named), with what was found. A broken file whose series
+    cannot be told fails the series whose location holds it, when that series is run."""
+    found = discover(path)
+    if not found.instances:
+        raise TilepipeError(_nothing_found(found))
+    files = defaultdict(list)
+    for item in [*found.instances, *(s for s in found.skipped if s.broken and s.series_uid)]:
+        files[item.series_uid].append(os.path.abspath(item.path))
+    series = sorted(list_series(found.instances),
+                    key=lambda s: (s.number is None, s.number or 0, s.description, s.uid))
+    return [FoundSeries(s, os.path.commonpath(files[s.uid])) for s in series], found
 
 
 def select_series(found: Discovery, requested: str | None) -> list[Instance]:
