@@ -62,24 +62,39 @@ class StripStitcher:
     ``core`` is the unit's core; ``add`` takes tiles in lattice order and ``finish(row)`` returns
     the blended rows from the first open row up to ``row``, which no later tile may touch. Open
     rows never span more than one tile height (a tile row opens rows down to its bottom, and
-    ``finish`` closes everything above the next tile row), so the accumulators are allocated once,
-    ``tile height`` rows deep, and the open rows are moved to their top after each ``finish``."""
+    ``finish`` closes everything above the next tile row), so the accumulators are ``tile height``
+    rows deep, and the open rows are moved to their top after each ``finish``.
+
+    The accumulators exist only while the unit has open rows: they are allocated when its first
+    row opens and dropped once ``finish`` closes its last (or on ``release``). A task holds many
+    units (64 slices of a stack), and its stream blends them one after another: allocated up
+    front, their buffers (``classes + 1`` float32 planes of a tile row each, 23 MB for a 512 px
+    slice with 21 classes) would grow a task's memory, and a GPU's, with the units it holds."""
 
     def __init__(self, core: Window, num_classes: int, mode: Blending, device: torch.device, tile_height: int):
         self.core, self.mode, self.device = core, Blending(mode), device
         self.fill = 0.0 if self.mode is Blending.GAUSSIAN else float("inf")
+        self.num_classes = num_classes
+        self.depth = min(tile_height, core.height)
         self.top = core.row  # first open row; rows [top, top + rows) are open
         self.rows = 0
-        depth = min(tile_height, core.height)
-        self.scores = torch.zeros((num_classes, depth, core.width), dtype=torch.float32, device=device)
-        self.weights = torch.full((depth, core.width), self.fill, dtype=torch.float32, device=device)
+        self.scores: torch.Tensor | None = None  # allocated by the first row opened
+        self.weights: torch.Tensor | None = None
 
     def _open_until(self, row_stop: int) -> None:
         """Open the rows down to ``row_stop`` (they start empty: the buffers are reset on close)."""
         need = min(row_stop, self.core.row_stop) - self.top
-        if need > self.scores.shape[1]:
+        if need > self.depth:
             raise ValueError(f"rows {self.top}:{row_stop} span more than one tile height; tiles out of lattice order")
+        if self.scores is None:
+            shape = (self.depth, self.core.width)
+            self.scores = torch.zeros((self.num_classes, *shape), dtype=torch.float32, device=self.device)
+            self.weights = torch.full(shape, self.fill, dtype=torch.float32, device=self.device)
         self.rows = max(self.rows, need)
+
+    def release(self) -> None:
+        """Drop the accumulators (the unit's last row is closed, or the unit failed)."""
+        self.scores = self.weights = None
 
     def add(self, tile: Window, probabilities: torch.Tensor) -> None:
         """``probabilities``: (classes, tile.height, tile.width) float32 on the stitcher's device."""
@@ -126,4 +141,6 @@ class StripStitcher:
         self.scores[:, carry:self.rows] = 0.0
         self.weights[carry:self.rows] = self.fill
         self.top, self.rows = row_stop, carry
+        if self.top >= self.core.row_stop:
+            self.release()
         return labels, probs

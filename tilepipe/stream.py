@@ -88,7 +88,9 @@ class _Row:
 
 
 class _UnitRun:
-    """A unit in progress: its stitcher, rows in flight and final rows not yet a whole block."""
+    """A unit in progress: its stitcher, rows in flight and final rows not yet a whole block. The
+    stitcher holds its buffers only from the unit's first open row to its last, so a task of many
+    units holds those of the units it is blending, not of all it was given."""
 
     def __init__(self, ctx, unit: Unit, reports: dict, store: MaskStore, num_classes: int, device,
                  stored: Callable | None = None):
@@ -152,6 +154,7 @@ class _UnitRun:
     def fail(self, exc: Exception, trace: str) -> None:
         """Every block of the unit not written yet fails with ``exc``; the written ones stay done."""
         self.failed = True
+        self.stitcher.release()
         for band in range(self.next_band, self.unit.band_stop):
             report = self.reports[block_index(self.unit.plane, band, self.unit.strip)]
             report.error, report.traceback = error_line(exc), trace
