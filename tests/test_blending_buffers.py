@@ -73,7 +73,7 @@ def test_a_task_holds_the_buffers_of_the_units_it_blends_not_of_all_its_slices(t
     assert summary.ok
     mask = zarr.open_group(str(tmp_path / "m.zarr"))["mask"][...]
     assert mask.shape == (slices, size, size) and (mask < CLASSES).all()
-    assert counting.created >= slices  # every unit blended through a tracked accumulator
+    assert counting.created >= plan["tasks"]  # the accumulators were tracked (a task's units may share them)
     assert counting.alive == 0  # nothing held after the run
     assert counting.peak <= WORKERS, f"{counting.peak} accumulators alive at once for {WORKERS} tasks"
 

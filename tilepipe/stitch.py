@@ -56,6 +56,32 @@ def first_argmax(scores: torch.Tensor) -> torch.Tensor:
     return labels
 
 
+class SpareAccumulators:
+    """The accumulators of a task's last finished unit, kept for its next one.
+
+    A task blends its units one after another, so the next unit can take the buffers the last one
+    left: its final ``finish`` emptied them (zeros, and the blending mode's fill for the weights).
+    Allocating and freeing them per unit instead (23 MB for a 512 px slice with 21 classes) costs
+    RSS: glibc keeps freed blocks of that size resident as fragments (about 100 MB more at the
+    peak of a 128-slice series, measured with ``benchmarks/series_memory.py``), and a GPU's caching
+    allocator would split and re-split them. One task's units are blended in its stitch lane
+    only, so this needs no lock."""
+
+    def __init__(self):
+        self._kept: tuple[torch.Tensor, torch.Tensor, float] | None = None
+
+    def take(self, shape: tuple[int, int, int], fill: float, device: torch.device):
+        """``(scores, weights)`` of that shape, emptied with ``fill``, or None (the spare, if any,
+        is dropped: a unit of another shape follows)."""
+        kept, self._kept = self._kept, None
+        if kept is not None and kept[0].shape == shape and kept[2] == fill and kept[0].device == device:
+            return kept[:2]
+        return None
+
+    def keep(self, scores: torch.Tensor, weights: torch.Tensor, fill: float) -> None:
+        self._kept = (scores, weights, fill)
+
+
 class StripStitcher:
     """Accumulates tile probabilities over the open rows of a strip and hands out final rows.
 
@@ -69,10 +95,13 @@ class StripStitcher:
     row opens and dropped once ``finish`` closes its last (or on ``release``). A task holds many
     units (64 slices of a stack), and its stream blends them one after another: allocated up
     front, their buffers (``classes + 1`` float32 planes of a tile row each, 23 MB for a 512 px
-    slice with 21 classes) would grow a task's memory, and a GPU's, with the units it holds."""
+    slice with 21 classes) would grow a task's memory, and a GPU's, with the units it holds.
+    With ``spares``, a unit takes the emptied buffers of the unit finished before it, and leaves
+    its own there when it finishes."""
 
-    def __init__(self, core: Window, num_classes: int, mode: Blending, device: torch.device, tile_height: int):
-        self.core, self.mode, self.device = core, Blending(mode), device
+    def __init__(self, core: Window, num_classes: int, mode: Blending, device: torch.device, tile_height: int,
+                 spares: SpareAccumulators | None = None):
+        self.core, self.mode, self.device, self.spares = core, Blending(mode), device, spares
         self.fill = 0.0 if self.mode is Blending.GAUSSIAN else float("inf")
         self.num_classes = num_classes
         self.depth = min(tile_height, core.height)
@@ -87,13 +116,20 @@ class StripStitcher:
         if need > self.depth:
             raise ValueError(f"rows {self.top}:{row_stop} span more than one tile height; tiles out of lattice order")
         if self.scores is None:
-            shape = (self.depth, self.core.width)
-            self.scores = torch.zeros((self.num_classes, *shape), dtype=torch.float32, device=self.device)
-            self.weights = torch.full(shape, self.fill, dtype=torch.float32, device=self.device)
+            self._allocate()
         self.rows = max(self.rows, need)
 
+    def _allocate(self) -> None:
+        shape = (self.depth, self.core.width)
+        spare = self.spares.take((self.num_classes, *shape), self.fill, self.device) if self.spares else None
+        if spare is not None:
+            self.scores, self.weights = spare
+            return
+        self.scores = torch.zeros((self.num_classes, *shape), dtype=torch.float32, device=self.device)
+        self.weights = torch.full(shape, self.fill, dtype=torch.float32, device=self.device)
+
     def release(self) -> None:
-        """Drop the accumulators (the unit's last row is closed, or the unit failed)."""
+        """Drop the accumulators (the unit failed: they may hold rows never finished)."""
         self.scores = self.weights = None
 
     def add(self, tile: Window, probabilities: torch.Tensor) -> None:
@@ -141,6 +177,8 @@ class StripStitcher:
         self.scores[:, carry:self.rows] = 0.0
         self.weights[carry:self.rows] = self.fill
         self.top, self.rows = row_stop, carry
-        if self.top >= self.core.row_stop:
+        if self.top >= self.core.row_stop:  # the last row: the buffers are empty again
+            if self.spares is not None:
+                self.spares.keep(self.scores, self.weights, self.fill)
             self.release()
         return labels, probs

@@ -25,7 +25,7 @@ from .errors import TilepipeError, first_line
 from .grid import Unit, Window, block_index
 from .partition import Plan
 from .sink import MaskStore
-from .stitch import StripStitcher
+from .stitch import SpareAccumulators, StripStitcher
 
 PREFETCH = 2
 """Batches cut, scaled and on their way to the device while the network runs the current one."""
@@ -93,9 +93,9 @@ class _UnitRun:
     units holds those of the units it is blending, not of all it was given."""
 
     def __init__(self, ctx, unit: Unit, reports: dict, store: MaskStore, num_classes: int, device,
-                 stored: Callable | None = None):
+                 spares: SpareAccumulators, stored: Callable | None = None):
         self.ctx, self.unit, self.reports, self.store, self.stored = ctx, unit, reports, store, stored
-        self.stitcher = StripStitcher(unit.core, num_classes, ctx.blending, device, ctx.plan.tile_height)
+        self.stitcher = StripStitcher(unit.core, num_classes, ctx.blending, device, ctx.plan.tile_height, spares)
         self.in_flight: deque[_Row] = deque()
         self.next_band = unit.band_start
         self.done: list[tuple[np.ndarray, np.ndarray | None, np.ndarray]] = []  # final rows, in order
@@ -236,8 +236,9 @@ class TaskStream:
     def run(self, units: tuple[Unit, ...]) -> None:
         """Feed the network from this thread; blend and write in the task's stitch lane, a thread
         that takes the rows and batches in order (lattice order) while the next batch runs."""
+        spares = SpareAccumulators()  # the task's units are blended in turn: each leaves its buffers to the next
         runs = [_UnitRun(self.ctx, u, self.reports, self.store, self.engine.model.num_classes, self.engine.device,
-                         self.stored) for u in units]
+                         spares, self.stored) for u in units]
         per_read = rows_per_read(self.ctx.plan, self.source)
         groups = iter([[_Row(r, k, r.unit.row_window(r.unit.tile_rows[k]))
                         for k in range(start, min(start + per_read, len(r.unit.tile_rows)))]
@@ -283,6 +284,9 @@ class TaskStream:
                     done.seconds["forward"] += oldest.seconds
                 home.forward_calls += 1
                 in_lane(self._blend, batch, probabilities, home)
+                # the lane holds the probabilities now: kept here too, they would outlive their
+                # blending by a whole forward pass (the next one, or another task's)
+                del probabilities, uploaded
             while blending:
                 blending.popleft().result()
         finally:
