@@ -32,7 +32,7 @@ from .report.timeline import write_timeline
 from .resume import fingerprint, open_for_resume
 from .schedule import Scheduling, runner
 from .sink import NO_LABEL, MaskStore, check_output, remove_output
-from .sizing import estimate_peak_memory, resolved_workers
+from .sizing import estimate_peak_memory, resolved_workers, return_large_frees
 from .sources.geotiff import bounded_gdal_cache
 
 log = logging.getLogger("tilepipe")
@@ -112,6 +112,7 @@ def run(input: str, output: str, options: RunOptions | None = None, *, config=No
     input, output = _location(str(input)), _location(str(output))
     run_id = uuid.uuid4().hex[:12]
     lease = Lease.acquire(output, run_id)
+    return_large_frees()  # process-wide, one-way (glibc's allocator), so chosen here
     try:
         with bounded_gdal_cache():  # process-wide, so chosen here, for the run, and restored after it
             return _run_leased(input, output, settings, scheduling, run_id, progress, t0)

@@ -56,6 +56,12 @@ def first_argmax(scores: torch.Tensor) -> torch.Tensor:
     return labels
 
 
+def accumulator_bytes(num_classes: int, tile_height: int, width: int) -> int:
+    """Bytes of one unit's accumulators: per class a float32 score plane and one float32 weight
+    plane, a tile row deep and the unit's columns wide."""
+    return (num_classes + 1) * tile_height * width * 4
+
+
 class SpareAccumulators:
     """The accumulators of a task's last finished unit, kept for its next one.
 

@@ -25,7 +25,7 @@ from .errors import TilepipeError, first_line
 from .grid import Unit, Window, block_index
 from .partition import Plan
 from .sink import MaskStore
-from .stitch import SpareAccumulators, StripStitcher
+from .stitch import SpareAccumulators, StripStitcher, accumulator_bytes
 
 PREFETCH = 2
 """Batches cut, scaled and on their way to the device while the network runs the current one."""
@@ -46,6 +46,19 @@ def rows_per_read(plan: Plan, source) -> int:
     width = min(plan.strip_width, plan.width) + 2 * plan.tile_width
     fits = (READ_BYTES / (width * per_pixel) - plan.tile_height) // plan.grid.stride + 1
     return int(max(1, min(MAX_ROWS_PER_READ, fits)))
+
+
+def held_bytes(plan: Plan, num_classes: int, input_bytes_per_pixel: int) -> tuple[int, int]:
+    """What one task's stream holds besides the forward pass that is running, in bytes, as
+    ``(fixed, per tile of a batch)``. Fixed: the accumulators of the one unit it blends (its units
+    are blended in turn and pass them on). Per tile: the batches cut and uploaded ahead
+    (``PREFETCH``, and the one the network takes next) and the probabilities the stitch lane has
+    not blended yet (``STITCH_BEHIND`` batches; the running pass's own output is the engine's to
+    count). On a CPU all of it is host memory; on CUDA the accumulators, the uploaded tiles and
+    the probabilities are on the device."""
+    fixed = accumulator_bytes(num_classes, plan.tile_height, min(plan.strip_width, plan.width))
+    tile_px = plan.tile_height * plan.tile_width
+    return fixed, tile_px * ((PREFETCH + 1) * (input_bytes_per_pixel + 1) + STITCH_BEHIND * num_classes * 4)
 
 
 def tile_pixels(cuts: list[tuple[np.ndarray, np.ndarray, Window, Window]]) -> tuple[np.ndarray, np.ndarray]:
@@ -169,8 +182,12 @@ class TaskStream:
                  stored: Callable | None = None):
         self.ctx, self.engine, self.source, self.reports = ctx, engine, source, reports
         self.store, self.pool, self.stored = store, pool, stored
-        self.size = engine.batch_size_for(ctx.plan.tile_height, ctx.plan.tile_width)
         self.on_device = engine.scales_on_device(source.dtype)
+        # tiles go to the network raw (scaled on the device) or scaled, as float32 channels
+        per_pixel = (len(source.bands) * np.dtype(source.dtype).itemsize if self.on_device
+                     else engine.model.in_channels * 4)
+        held = held_bytes(ctx.plan, engine.model.num_classes, per_pixel)
+        self.size = engine.batch_size_for(ctx.plan.tile_height, ctx.plan.tile_width, *held)
         self.lock = threading.Lock()
 
     def read(self, rows: list[_Row]) -> list[_Row]:
