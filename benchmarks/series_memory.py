@@ -5,8 +5,8 @@ estimate (``tilepipe plan``, :func:`tilepipe.sizing.estimate_peak_memory`) match
     python benchmarks/series_memory.py --cases 128x512 64x1024   # what fits the time you have
 
 Each case is a synthetic CT series (``_common.build_series``, built once under ``--workdir``)
-segmented by the stand-in model with ``--classes`` classes (21, the VOC head's count: the
-blending buffers and probabilities scale with it), in a fresh child process
+segmented by the stand-in model (or ``--model``, with random weights) with ``--classes`` classes
+(21, the VOC head's count: the blending buffers and probabilities scale with it), in a fresh child process
 (``_common.run_child``), so its peak RSS (``ru_maxrss``) is its own. The script prints each case's
 measured peak, the plan's estimate for the same options and their ratio, then checks the targets
 of issue 18: every peak at most ``--max-peak-gb``, the longest series of a slice size within
@@ -53,6 +53,7 @@ def main(argv=None) -> int:
     parser.add_argument("--cases", type=case, nargs="+", default=[(128, 512), (512, 512), (64, 1024)],
                         help="series as SLICESxSIZE")
     parser.add_argument("--classes", type=int, default=21)
+    parser.add_argument("--model", default="standin", help="e.g. deeplabv3_resnet101 (random weights; slow on a CPU)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--max-peak-gb", type=float, default=1.5)
     parser.add_argument("--flat-ratio", type=float, default=1.15)
@@ -63,13 +64,13 @@ def main(argv=None) -> int:
     args.workdir.mkdir(parents=True, exist_ok=True)
     announce()
     print(f"cpus: {os.cpu_count()}, load average at start: {os.getloadavg()[0]:.2f}", flush=True)
-    options = {"model": "standin", "weights": "none", "num_classes": args.classes, "workers": args.workers}
+    options = {"model": args.model, "weights": "none", "num_classes": args.classes, "workers": args.workers}
     runs = []
     for slices, size in args.cases:
         runs.append(measure(args.workdir, slices, size, options))
         print(json.dumps(runs[-1]), flush=True)
 
-    print(f"\nstand-in model, {args.classes} classes, workers {args.workers}, device {runs[0]['device']}")
+    print(f"\n{args.model}, {args.classes} classes, workers {args.workers}, device {runs[0]['device']}")
     print(f"{'slices':>6} {'size':>5} {'wall s':>8} {'s/slice':>8} {'after imports MB':>17} {'peak RSS MB':>12} "
           f"{'estimate MB':>12} {'estimate/peak':>14}")
     for r in runs:
