@@ -18,6 +18,7 @@ import zarr
 import tilepipe
 from tilepipe import blocks, stitch, stream
 from tilepipe.pipeline import RunFailed
+from tilepipe.sizing import return_large_frees
 from tilepipe.testing import write_ct_series
 
 CLASSES = 5
@@ -116,3 +117,9 @@ def test_a_failed_unit_drops_its_buffers(tmp_path, monkeypatch):
     assert counting.alive == 0
     mask = zarr.open_group(str(tmp_path / "m.zarr"))["mask"]
     assert (mask[1:] < CLASSES).all()  # the other slices are whole
+
+
+def test_a_malloc_threshold_set_by_the_user_is_left_alone(monkeypatch):
+    """glibc reads MALLOC_MMAP_THRESHOLD_ at start; tilepipe.run must not override it."""
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "1048576")
+    assert return_large_frees() is False

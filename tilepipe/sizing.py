@@ -1,5 +1,5 @@
-"""Sizes for the machine: how many tasks run at once in a process, how many threads read, and
-the peak memory a plan is estimated to need (``tilepipe plan``).
+"""Sizes for the machine: how many tasks run at once in a process, how many threads read, the
+peak memory a plan is estimated to need (``tilepipe plan``), and when freed memory goes back.
 
 The rule, stated once (README "Options", and ``environment.sizing`` in the summary):
 
@@ -80,11 +80,11 @@ def return_large_frees() -> bool:
     once. A run allocates and frees blocks of 1 to 32 MB all the time (batches, tile-row reads, a
     unit's blending buffers) from several threads. By default glibc raises its mmap threshold to
     the largest such block freed (up to 32 MB), after which they come from per-thread arenas,
-    each keeping up to twice that free: measured 1.34 GB peak RSS on a 128-slice series of 512
-    px with 21 classes with this, 1.53 GB without. Process-wide and one-way (glibc has no getter
-    to restore the dynamic threshold), so the entry point calls it once (:func:`tilepipe.run`); a
-    ``MALLOC_MMAP_THRESHOLD_`` environment variable wins, and it does nothing where the C library
-    is not glibc. Returns whether it applied."""
+    each keeping up to twice that free: measured 1.27 GB peak RSS on a 128-slice series of 512
+    px with 21 classes with this, 1.53 to 1.58 GB without (``benchmarks/series_memory.py``).
+    Process-wide and one-way (glibc has no getter to restore the dynamic threshold), so the entry
+    point calls it once (:func:`tilepipe.run`); a ``MALLOC_MMAP_THRESHOLD_`` environment variable
+    wins, and it does nothing where the C library is not glibc. Returns whether it applied."""
     if "MALLOC_MMAP_THRESHOLD_" in os.environ or platform.system() != "Linux":
         return False
     try:
