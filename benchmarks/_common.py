@@ -14,6 +14,7 @@ import os
 import platform
 import resource
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from rasterio.windows import Window
+
+from tilepipe.testing import write_ct_series
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_WORKDIR = HERE / "out"
@@ -132,6 +135,17 @@ def built_path(workdir: Path, side: int) -> Path:
     if not _is_built(path, side, side):
         sys.exit(f"{path} is missing or stale; run without --skip-build to build it")
     return path
+
+
+def build_series(workdir: Path, slices: int, size: int) -> Path:
+    """A ``slices``-slice synthetic CT series of ``size``^2 px (:func:`tilepipe.testing.write_ct_series`),
+    reused when a complete one is already there."""
+    folder = workdir / f"ct_{size}px_{slices}slices"
+    if folder.exists() and len(list(folder.glob("*.dcm"))) == slices:
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)
+    write_ct_series(folder, slices, size=size, spacing=1.25, description=f"benchmark CT {slices} slices")
+    return folder
 
 
 def run_child(**run_kwargs) -> dict:

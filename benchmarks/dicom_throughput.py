@@ -32,22 +32,11 @@ import sys
 import time
 from pathlib import Path
 
-from _common import DEFAULT_WORKDIR, announce, run_child
-from tilepipe.testing import write_ct_series
+from _common import DEFAULT_WORKDIR, announce, build_series, run_child
 
 MB = 1e6
 SHARED_DICOM = Path(__file__).resolve().parents[1] / "tests" / "data" / "dicom"
 REAL_FILES = (SHARED_DICOM / "enhanced" / "philips_mprage.dcm", SHARED_DICOM / "wsi_cmu1")
-
-
-def build_series(workdir: Path, slices: int, size: int) -> Path:
-    """A ``slices``-slice series of ``size``^2 px, reused when a complete one is already there."""
-    folder = workdir / f"ct_{size}px_{slices}slices"
-    if folder.exists() and len(list(folder.glob("*.dcm"))) == slices:
-        return folder
-    shutil.rmtree(folder, ignore_errors=True)
-    write_ct_series(folder, slices, size=size, spacing=1.25, description=f"benchmark CT {slices} slices")
-    return folder
 
 
 def measure(series: Path, slices: int, size: int, model: str, workers: int, workdir: Path) -> dict:

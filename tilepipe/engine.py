@@ -135,26 +135,31 @@ class Engine:
         if self.cuda:  # once: the weights and constants were copied on the default stream, which
             torch.cuda.synchronize(self.device)  # the compute stream does not wait for
 
-    def batch_size_for(self, height: int, width: int) -> int:
-        """The batch size for this tile shape (fixed, or chosen once per shape when ``auto``)."""
+    def batch_size_for(self, height: int, width: int, held: int = 0, held_per_tile: int = 0) -> int:
+        """The batch size for this tile shape (fixed, or chosen once per shape when ``auto``).
+        ``held`` and ``held_per_tile``: device bytes the caller keeps besides a forward pass, in
+        all and per tile of a batch (:func:`tilepipe.stream.held_bytes`), which ``auto`` leaves free."""
         if self.options.batch_size != "auto":
             return self.options.batch_size
         shape = (height, width)
         if shape not in self._batch_sizes:
             with self._lock:
-                self._batch_sizes[shape] = self._auto_batch(height, width) if self.cuda else self.AUTO_CPU_BATCH
+                self._batch_sizes[shape] = (self._auto_batch(height, width, held, held_per_tile) if self.cuda
+                                            else self.AUTO_CPU_BATCH)
         return self._batch_sizes[shape]
 
-    def _auto_batch(self, height: int, width: int) -> int:
+    def _auto_batch(self, height: int, width: int, held: int = 0, held_per_tile: int = 0) -> int:
         probe = 2
         torch.cuda.synchronize(self.device)
         torch.cuda.reset_peak_memory_stats(self.device)
         base = torch.cuda.memory_allocated(self.device)
         self._forward(torch.zeros((probe, self.model.in_channels, height, width), device=self.device))
         torch.cuda.synchronize(self.device)
+        # the probe's peak, plus the float32 probabilities a pass returns, which outlive it
         per_tile = max((torch.cuda.max_memory_allocated(self.device) - base) / probe, 1)
+        per_tile += self.model.num_classes * height * width * 4 + held_per_tile
         free, _ = torch.cuda.mem_get_info(self.device)
-        return int(max(1, min(self.AUTO_MAX_BATCH, 0.6 * free // per_tile)))
+        return int(max(1, min(self.AUTO_MAX_BATCH, (0.6 * free - held) // per_tile)))
 
     def scales_on_device(self, dtype) -> bool:
         """Whether tiles of this source dtype should travel unscaled and be scaled on the device:

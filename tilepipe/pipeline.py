@@ -39,7 +39,7 @@ from .resume import blocks_to_run, fingerprint, open_for_resume
 from .retry import RetryCount
 from .schedule import Scheduling, runner
 from .sink import NO_LABEL, MaskStore, check_output, remove_output
-from .sizing import estimate_peak_memory, resolved_workers
+from .sizing import estimate_peak_memory, resolved_workers, return_large_frees
 from .sources.geotiff import bounded_gdal_cache
 from .stopping import Stop, stop_on_signals
 
@@ -157,6 +157,7 @@ def run_settled(input: str, output: str, settings: Settings, scheduling: Schedul
     run_id = uuid.uuid4().hex[:12]
     lease = Lease.acquire(output, run_id)
     own_stop = None if stop is not None else Stop()
+    return_large_frees()  # process-wide, one-way (glibc's allocator), so chosen here
     try:
         with nullcontext() if own_stop is None else stop_on_signals(own_stop, at_once=lease.release):
             return _run_leased(input, output, settings, scheduling, run_id, progress, t0, stop or own_stop,

@@ -1,5 +1,5 @@
-"""Sizes for the machine: how many tasks run at once in a process, how many threads read, and
-the peak memory a plan is estimated to need (``tilepipe plan``).
+"""Sizes for the machine: how many tasks run at once in a process, how many threads read, the
+peak memory a plan is estimated to need (``tilepipe plan``), and when freed memory goes back.
 
 The rule, stated once (README "Options", and ``environment.sizing`` in the summary):
 
@@ -15,14 +15,16 @@ The rule, stated once (README "Options", and ``environment.sizing`` in the summa
 
 from __future__ import annotations
 
+import ctypes
 import os
+import platform
 
 import numpy as np
 
 from .device import parse_device, resolve_device
 from .options import RunOptions
 from .partition import Plan
-from .stream import PREFETCH, READ_AHEAD, STITCH_BEHIND, rows_per_read
+from .stream import READ_AHEAD, held_bytes, rows_per_read
 
 
 def cpu_count() -> int:
@@ -68,18 +70,53 @@ def sizing_note(device_type: str, requested, workers: int) -> dict:
             "reader_threads_rule": "clamp(cpus // 2, 1, 4) on a CPU device, clamp(cpus - 2, 2, 16) on CUDA"}
 
 
+LARGE_ALLOCATION = 4 * 2**20
+"""Blocks from this size up are mapped and unmapped one by one (glibc's ``M_MMAP_THRESHOLD``)."""
+M_MMAP_THRESHOLD = -3  # glibc's malloc.h
+
+
+def return_large_frees() -> bool:
+    """Have glibc hand freed blocks of ``LARGE_ALLOCATION`` bytes and more back to the system at
+    once. A run allocates and frees blocks of 1 to 32 MB all the time (batches, tile-row reads, a
+    unit's blending buffers) from several threads. By default glibc raises its mmap threshold to
+    the largest such block freed (up to 32 MB), after which they come from per-thread arenas,
+    each keeping up to twice that free: measured 1.27 GB peak RSS on a 128-slice series of 512
+    px with 21 classes with this, 1.53 to 1.58 GB without (``benchmarks/series_memory.py``).
+    Process-wide and one-way (glibc has no getter to restore the dynamic threshold), so the entry
+    point calls it once (:func:`tilepipe.run`); a ``MALLOC_MMAP_THRESHOLD_`` environment variable
+    wins, and it does nothing where the C library is not glibc. Returns whether it applied."""
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ or platform.system() != "Linux":
+        return False
+    try:
+        return bool(ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, LARGE_ALLOCATION))
+    except (OSError, AttributeError):  # a C library without mallopt
+        return False
+
+
 RUNTIME_BYTES = 800 * 2**20
 """Resident size of Python with torch, torchvision, rasterio, zarr and dask imported (measured:
 774 MB with the CUDA build of torch 2.15 on Linux x86-64)."""
 
 
-def estimate_peak_memory(p: Plan, source, options: RunOptions, num_classes: int, parameters: int) -> float:
-    """Bytes, roughly: the runtime, the model weights, plus per concurrent task its reads in flight
-    (a few tile rows of a strip each), its open rows (``classes x tile height x strip width`` float32, with the weights),
-    the final rows of one block, its batches, plus one batch of network activations.
+def forward_floats_per_pixel(model: str, num_classes: int, output_stride: int) -> float:
+    """float32 values one forward pass holds at its peak per tile pixel: the network's
+    activations, plus what the engine makes of its output (logits, softmax and its contiguous
+    copy: three ``classes``-deep planes) and of its input (three 3-channel planes: scaled,
+    normalised, selected). The stand-in's activations are its 8 hidden channels (measured on a
+    CPU: 72 values per pixel in all with 21 classes, 4 tiles of 512 px). DeepLabV3-ResNet101's
+    are measured, not counted: 237 values per pixel in all at output stride 8 and 131 at 16 (one
+    512 px tile, 21 classes, on a CPU), so about 165 and 59 for the network, which scale as
+    ``stride ** -1.5``. The smaller networks are given ResNet-101's allowance, an overestimate."""
+    network = 8 if model == "standin" else 165 * (8 / output_stride) ** 1.5
+    return network + 3 * num_classes + 9
 
-    The activation figure (about 60 float32 values per tile pixel for DeepLabV3-ResNet101 at
-    stride 8, 3 for the stand-in) is an empirical allowance, not an exact count."""
+
+def estimate_peak_memory(p: Plan, source, options: RunOptions, num_classes: int, parameters: int) -> float:
+    """Bytes, roughly: the runtime, the model weights, one forward pass (one runs at a time in a
+    process, :func:`forward_floats_per_pixel`), and per concurrent task what its stream holds
+    (:func:`tilepipe.stream.held_bytes`: the accumulators of the one unit it blends, batches
+    ahead, probabilities not yet blended), its reads in flight (a few tile rows of a strip each)
+    and the final rows of one block. Nothing here grows with the number of slices or units."""
     unit = p.unit(0 if p.depth else None, 0, 0, p.bands)
     read_rows = min(unit.core.height + p.tile_height, p.tile_height + (rows_per_read(p, source) - 1) * p.grid.stride)
     row_read = read_rows * unit.row_window(unit.tile_rows[0]).width
@@ -87,13 +124,8 @@ def estimate_peak_memory(p: Plan, source, options: RunOptions, num_classes: int,
     tile_px = p.tile_height * p.tile_width
     batch = 4 if options.batch_size == "auto" else options.batch_size  # auto sizes itself to the free GPU memory
     strip = min(p.strip_width, p.width)
-    open_rows = (num_classes + 1) * p.tile_height * strip * 4
+    fixed, per_tile = held_bytes(p, num_classes, 3 * 4)  # tiles scaled on the host: 3 float32 channels
     block_rows = p.chunk_size * strip * (2 + (num_classes if options.probabilities else 0))
-    # batches being cut and uploaded, and probabilities queued in the stitch lane
-    batches = (PREFETCH + 1) * batch * tile_px * (3 * 4 + 1) + (STITCH_BEHIND + 1) * batch * num_classes * tile_px * 4
-    per_task = (READ_AHEAD + 2) * row_read * (bands * itemsize + 1) + open_rows + block_rows + batches
-    output_stride = p.grid.output_stride
-    activations_per_px = 3 if options.model == "standin" else 60 * (8 / output_stride) ** 0.5
-    activations = batch * tile_px * activations_per_px * 4
-    workers = resolved_workers(options)
-    return RUNTIME_BYTES + parameters * 4 + workers * per_task + activations
+    per_task = (READ_AHEAD + 2) * row_read * (bands * itemsize + 1) + fixed + batch * per_tile + block_rows
+    forward = batch * tile_px * forward_floats_per_pixel(options.model, num_classes, p.grid.output_stride) * 4
+    return RUNTIME_BYTES + parameters * 4 + resolved_workers(options) * per_task + forward

@@ -28,7 +28,7 @@ from .partition import Plan
 from .retry import is_transient
 from .sink import MaskStore
 from .sources.scaling import plane_scaling
-from .stitch import StripStitcher
+from .stitch import SpareAccumulators, StripStitcher, accumulator_bytes
 
 PREFETCH = 2
 """Batches cut, scaled and on their way to the device while the network runs the current one."""
@@ -49,6 +49,19 @@ def rows_per_read(plan: Plan, source) -> int:
     width = min(plan.strip_width, plan.width) + 2 * plan.tile_width
     fits = (READ_BYTES / (width * per_pixel) - plan.tile_height) // plan.grid.stride + 1
     return int(max(1, min(MAX_ROWS_PER_READ, fits)))
+
+
+def held_bytes(plan: Plan, num_classes: int, input_bytes_per_pixel: int) -> tuple[int, int]:
+    """What one task's stream holds besides the forward pass that is running, in bytes, as
+    ``(fixed, per tile of a batch)``. Fixed: the accumulators of the one unit it blends (its units
+    are blended in turn and pass them on). Per tile: the batches cut and uploaded ahead
+    (``PREFETCH``, and the one the network takes next) and the probabilities the stitch lane has
+    not blended yet (``STITCH_BEHIND`` batches; the running pass's own output is the engine's to
+    count). On a CPU all of it is host memory; on CUDA the accumulators, the uploaded tiles and
+    the probabilities are on the device."""
+    fixed = accumulator_bytes(num_classes, plan.tile_height, min(plan.strip_width, plan.width))
+    tile_px = plan.tile_height * plan.tile_width
+    return fixed, tile_px * ((PREFETCH + 1) * (input_bytes_per_pixel + 1) + STITCH_BEHIND * num_classes * 4)
 
 
 def tile_pixels(cuts: list[tuple[np.ndarray, np.ndarray, Window, Window]]) -> tuple[np.ndarray, np.ndarray]:
@@ -95,12 +108,14 @@ class _Row:
 
 
 class _UnitRun:
-    """A unit in progress: its stitcher, rows in flight and final rows not yet a whole block."""
+    """A unit in progress: its stitcher, rows in flight and final rows not yet a whole block. The
+    stitcher holds its buffers only from the unit's first open row to its last, so a task of many
+    units holds those of the units it is blending, not of all it was given."""
 
     def __init__(self, ctx, unit: Unit, reports: dict, store: MaskStore, num_classes: int, device,
-                 stored: Callable | None = None):
+                 spares: SpareAccumulators, stored: Callable | None = None):
         self.ctx, self.unit, self.reports, self.store, self.stored = ctx, unit, reports, store, stored
-        self.stitcher = StripStitcher(unit.core, num_classes, ctx.blending, device, ctx.plan.tile_height)
+        self.stitcher = StripStitcher(unit.core, num_classes, ctx.blending, device, ctx.plan.tile_height, spares)
         self.in_flight: deque[_Row] = deque()
         self.next_band = unit.band_start
         self.done: list[tuple[np.ndarray, np.ndarray | None, np.ndarray]] = []  # final rows, in order
@@ -164,6 +179,7 @@ class _UnitRun:
     def fail(self, exc: Exception, trace: str) -> None:
         """Every block of the unit not written yet fails with ``exc``; the written ones stay done."""
         self.failed = True
+        self.stitcher.release()
         for band in range(self.next_band, self.unit.band_stop):
             report = self.reports[block_index(self.unit.plane, band, self.unit.strip)]
             report.error, report.traceback = fault_line(exc), trace
@@ -178,8 +194,12 @@ class TaskStream:
                  stored: Callable | None = None):
         self.ctx, self.engine, self.source, self.reports = ctx, engine, source, reports
         self.store, self.pool, self.stored = store, pool, stored
-        self.size = engine.batch_size_for(ctx.plan.tile_height, ctx.plan.tile_width)
         self.on_device = engine.scales_on_device(source.dtype)
+        # tiles go to the network raw (scaled on the device) or scaled, as float32 channels
+        per_pixel = (len(source.bands) * np.dtype(source.dtype).itemsize if self.on_device
+                     else engine.model.in_channels * 4)
+        held = held_bytes(ctx.plan, engine.model.num_classes, per_pixel)
+        self.size = engine.batch_size_for(ctx.plan.tile_height, ctx.plan.tile_width, *held)
         self.lock = threading.Lock()
 
     def read(self, rows: list[_Row]) -> list[_Row]:
@@ -249,8 +269,9 @@ class TaskStream:
     def run(self, units: tuple[Unit, ...]) -> None:
         """Feed the network from this thread; blend and write in the task's stitch lane, a thread
         that takes the rows and batches in order (lattice order) while the next batch runs."""
+        spares = SpareAccumulators()  # the task's units are blended in turn: each leaves its buffers to the next
         runs = [_UnitRun(self.ctx, u, self.reports, self.store, self.engine.model.num_classes, self.engine.device,
-                         self.stored) for u in units]
+                         spares, self.stored) for u in units]
         per_read = rows_per_read(self.ctx.plan, self.source)
         groups = iter([[_Row(r, k, r.unit.row_window(r.unit.tile_rows[k]))
                         for k in range(start, min(start + per_read, len(r.unit.tile_rows)))]
@@ -296,6 +317,9 @@ class TaskStream:
                     done.seconds["forward"] += oldest.seconds
                 home.forward_calls += 1
                 in_lane(self._blend, batch, prediction, home)
+                # the lane holds the prediction now: kept here too, its probabilities would outlive
+                # their blending by a whole forward pass (the next one, or another task's)
+                del prediction, uploaded
             while blending:
                 blending.popleft().result()
         finally:
