@@ -169,3 +169,19 @@ def test_bands_a_model_card_or_checkpoint_wants_but_the_file_lacks_say_so(tmp_pa
     torch.save(four_band_model().state_dict(), checkpoint)
     with pytest.raises(TilepipeError, match=r"rgbn\.pt .*takes 4 input channels; the file has 3 band\(s\)$"):
         tilepipe.plan(str(three), model="lraspp_mobilenet_v3_large", weights=str(checkpoint), scaling="0,255")
+
+
+def test_bands_a_model_card_selects_from_a_dicom_series_name_the_card(tmp_path):
+    """A DICOM image gives all its samples or none: a card's band list is refused naming the card
+    and the samples the series has (one, for a CT), not a ``--bands`` the user never typed."""
+    import yaml
+
+    from tilepipe.testing import write_ct_series
+
+    write_ct_series(tmp_path / "ct", slices=2, size=32)
+    card = tmp_path / "landcover.yaml"
+    card.write_text(yaml.safe_dump({"bands": [1, 2, 3]}))
+    with pytest.raises(TilepipeError) as caught:
+        tilepipe.plan(str(tmp_path / "ct"), model="standin", weights="none", model_card=str(card))
+    assert str(caught.value) == (f"{tmp_path / 'ct'}: the model card {card} selects bands [1, 2, 3]; "
+                                 "a DICOM image gives all its samples (1 here)")

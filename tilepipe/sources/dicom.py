@@ -68,6 +68,10 @@ class DicomSource:
         self.pixels = PixelFormat.of(first)
         self.bands = self.pixels.bands
         if spec.bands and tuple(spec.bands) != self.bands:
+            given = len(self.bands)
+            if spec.bands_from:
+                raise TilepipeError(f"{spec.path}: {spec.bands_from} selects bands {list(spec.bands)}; "
+                                    f"a DICOM image gives all its samples ({given} here)")
             raise TilepipeError(f"--bands {','.join(map(str, spec.bands))}: a DICOM image uses all its samples "
                                 f"({','.join(map(str, self.bands))} here)")
         self._cache = FrameCache()
