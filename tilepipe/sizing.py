@@ -98,22 +98,27 @@ RUNTIME_BYTES = 800 * 2**20
 774 MB with the CUDA build of torch 2.15 on Linux x86-64)."""
 
 
-def forward_floats_per_pixel(model: str, num_classes: int, output_stride: int) -> float:
-    """float32 values one forward pass holds at its peak per tile pixel: the network's
-    activations, plus what the engine makes of its output (logits, softmax and its contiguous
-    copy: three ``classes``-deep planes) and of its input (three 3-channel planes: scaled,
-    normalised, selected). The stand-in's activations are its 8 hidden channels (measured on a
-    CPU: 72 values per pixel in all with 21 classes, 4 tiles of 512 px). DeepLabV3-ResNet101's
-    are measured, not counted: 237 values per pixel in all at output stride 8 and 131 at 16 (one
-    512 px tile, 21 classes, on a CPU), so about 165 and 59 for the network, which scale as
-    ``stride ** -1.5``. The smaller networks are given ResNet-101's allowance, an overestimate."""
-    network = 8 if model == "standin" else 165 * (8 / output_stride) ** 1.5
-    return network + 3 * num_classes + 9
+NETWORK_FLOATS = {8: (149, 24), 16: (44, 15)}
+"""DeepLabV3-ResNet101 on a CPU, by output stride: float32 values per pixel of one tile that a
+forward pass holds once whatever the batch (the backend's scratch), and per pixel of each tile of
+the batch. Measured, not counted (peak RSS rise of one pass, 1 and 4 tiles of 512 px, 21 classes:
+237 and 532 MiB at stride 8, 131 and 393 MiB at 16), less the engine's planes below."""
+
+
+def forward_bytes(model: str, num_classes: int, output_stride: int, batch: int, tile_px: int) -> float:
+    """Bytes one forward pass holds at its peak: the network's activations and scratch
+    (:data:`NETWORK_FLOATS`; the stand-in has its 8 hidden channels), plus what the engine makes
+    of each tile's output (logits, softmax and its contiguous copy: three ``classes``-deep planes)
+    and input (three 3-channel planes: scaled, normalised, selected). The smaller networks are
+    given ResNet-101's allowance at their stride (at stride 8 if they have another), an
+    overestimate."""
+    once, per_tile = (0, 8) if model == "standin" else NETWORK_FLOATS.get(output_stride, NETWORK_FLOATS[8])
+    return tile_px * 4 * (once + batch * (per_tile + 3 * num_classes + 9))
 
 
 def estimate_peak_memory(p: Plan, source, options: RunOptions, num_classes: int, parameters: int) -> float:
     """Bytes, roughly: the runtime, the model weights, one forward pass (one runs at a time in a
-    process, :func:`forward_floats_per_pixel`), and per concurrent task what its stream holds
+    process, :func:`forward_bytes`), and per concurrent task what its stream holds
     (:func:`tilepipe.stream.held_bytes`: the accumulators of the one unit it blends, batches
     ahead, probabilities not yet blended), its reads in flight (a few tile rows of a strip each)
     and the final rows of one block. Nothing here grows with the number of slices or units."""
@@ -127,5 +132,5 @@ def estimate_peak_memory(p: Plan, source, options: RunOptions, num_classes: int,
     fixed, per_tile = held_bytes(p, num_classes, 3 * 4)  # tiles scaled on the host: 3 float32 channels
     block_rows = p.chunk_size * strip * (2 + (num_classes if options.probabilities else 0))
     per_task = (READ_AHEAD + 2) * row_read * (bands * itemsize + 1) + fixed + batch * per_tile + block_rows
-    forward = batch * tile_px * forward_floats_per_pixel(options.model, num_classes, p.grid.output_stride) * 4
+    forward = forward_bytes(options.model, num_classes, p.grid.output_stride, batch, tile_px)
     return RUNTIME_BYTES + parameters * 4 + resolved_workers(options) * per_task + forward
