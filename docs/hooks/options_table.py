@@ -36,7 +36,9 @@ def options_table(options=None) -> str:
     options = _options() if options is None else options
     rows = ["| option | config key | default | meaning | choices | commands |", "|---|---|---|---|---|---|"]
     for option in options.values():
-        default = f"`{option.shown_default}`" if option.shown_default else ""
+        # a value as code; a default that is described ("from the weights") as words
+        default = (option.shown_default if option.default_text is not None or not option.shown_default
+                   else f"`{option.shown_default}`")
         choices = ", ".join(f"`{c}`" for c in option.parser.choices)
         commands = "run" if option.run_only else "run, plan"
         rows.append(f"| `{option.flag}` | `{option.key}` | {_cell(default)} | {_cell(option.help)} | "
