@@ -180,7 +180,7 @@ def test_the_summary_names_each_gpu_and_its_busy_fraction():
 
 
 def test_the_readme_slurm_recipe_asks_one_gpu_per_job_and_one_task_per_gpu():
-    """The job script dask-jobqueue writes for the README's SLURM recipe (no SLURM needed: the
+    """The job script dask-jobqueue writes for the SLURM recipe of ``docs/guide/clusters.md`` (no SLURM needed: the
     script is only generated): one GPU per job, the job's CPUs for the task's reader threads, and
     a worker of one thread declaring one GPU, so each GPU runs one task at a time."""
     jobqueue = pytest.importorskip("dask_jobqueue")

@@ -239,7 +239,7 @@ def test_a_checkpoint_with_255_classes_is_refused(tmp_path):
 
 @pytest.mark.parametrize("dtype, nodata", [("uint16", 0), ("float32", -9999.0)])
 def test_the_nodata_value_needs_every_band_a_non_finite_value_any_band(tmp_path, dtype, nodata):
-    """The README's two rules, on hand-set pixels: a pixel is no-data when every band it uses holds
+    """The two rules of ``docs/guide/scenes.md`` (Bad input), on hand-set pixels: a pixel is no-data when every band it uses holds
     the file's nodata value, or when any band it uses holds NaN or an infinity."""
     data = np.full((3, 4, 4), 7, dtype)
     data[:, 0, 0] = nodata  # every band: no-data
