@@ -18,7 +18,7 @@ DEST=.whl
 PACKAGES=(
   # tilepipe's own dependencies
   rasterio==1.4.4 zarr==3.1.6 numcodecs==0.16.6 dask==2026.8.0 distributed==2026.8.0
-  pydicom==3.0.2 click==8.5.1 pyyaml==6.0.4 psutil==7.2.2 fsspec==2026.9.0
+  pydicom==3.0.2 click==8.5.1 pyyaml==6.0.4 psutil==7.2.2 fsspec==2026.9.0 pyproj==3.7.2
   # theirs
   affine==3.0.1 attrs==26.1.0 certifi==2026.10.19.post1 cligj==0.7.2 click-plugins==1.1.1.2 pyparsing==3.3.3
   cloudpickle==3.1.3 toolz==1.2.0 partd==1.4.2 locket==1.0.0 packaging==26.4

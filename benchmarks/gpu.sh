@@ -31,7 +31,7 @@ started=$SECONDS
 log() { echo "[gpu.sh +$((SECONDS - started))s] $*" | tee -a "$out/gpu_sh.log"; }
 
 # 1. dependencies
-needed="rasterio zarr numcodecs dask distributed pydicom monai pytest yaml click psutil"
+needed="rasterio zarr numcodecs dask distributed pydicom pyproj monai pytest yaml click psutil"
 if "$PYTHON" -c "import importlib.util as u, sys; sys.exit(any(u.find_spec(m) is None for m in sys.argv[1:]))" $needed; then
   log "dependencies already importable"
 elif compgen -G ".whl/*.whl" >/dev/null; then
