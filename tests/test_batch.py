@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +26,7 @@ from tilepipe.cli import main
 from tilepipe.engine import cached_engine
 from tilepipe.testing import write_ct_series, write_sr
 
-from tests import exit_after_blocks
+from tests import exit_after_blocks, signal_after_blocks
 from tests.conftest import smooth_image, write_geotiff
 
 OPTIONS = {"model": "standin", "weights": "none", "tile_size": 128, "overlap": 16, "workers": 1,
@@ -117,11 +118,35 @@ def test_a_batch_killed_after_three_blocks_resumes(scenes, singles, tmp_path):
         assert tilepipe.open(str(out / f"{name}.zarr")).is_complete
 
 
+def test_a_stop_signal_ends_the_batch_and_resume_finishes_it(scenes, singles, tmp_path):
+    """SIGTERM during c (the second input, after 2 of its 6 blocks plus a's one): c stops after its
+    block in flight, b never starts, the batch ends 143 with one line saying --resume, and the
+    resume completes every store to the single runs' bytes."""
+    folder, paths = scenes
+    out = tmp_path / "out"
+    stopped = subprocess.run([sys.executable, signal_after_blocks.__file__, "SIGTERM", "3", "1", "run", str(folder),
+                              "-o", str(out), "-q", *FLAGS], cwd=REPO, capture_output=True, text=True, timeout=300,
+                             env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert stopped.returncode == 143, stopped.stderr[-3000:]
+    assert "Traceback" not in stopped.stderr
+    errors = [line for line in stopped.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and "SIGTERM" in errors[0] and "--resume" in errors[0], stopped.stderr[-3000:]
+    rows = read_batch(out)
+    assert [rows[n]["status"] for n in "abc"] == ["complete", "interrupted", "interrupted"]
+    assert "not started" in rows["b"]["error"] and not (out / "b.zarr").exists()
+    partial = int(tilepipe.open(str(out / "c.zarr")).done_blocks().sum())
+    assert 2 <= partial < 6
+    run_batch([str(folder)], str(out), resume=True, quiet=True, **OPTIONS)
+    assert [read_batch(out)[n]["status"] for n in "abc"] == ["kept", "complete", "complete"]
+    for name in "abc":
+        assert chunk_files(out / f"{name}.zarr") == singles[name]
+
+
 def test_a_list_on_a_local_cluster_gives_the_same_bytes(scenes, singles, tmp_path):
     paths = scenes[1]
     out = tmp_path / "out"
     summary = run_batch([str(paths[n]) for n in "abc"], str(out), cluster="local:2", **OPTIONS)
-    assert summary["counts"] == {"inputs": 3, "complete": 3, "kept": 0, "failed": 0}
+    assert summary["counts"] == {"inputs": 3, "complete": 3, "kept": 0, "failed": 0, "interrupted": 0}
     assert "LocalCluster of 2" in summary["scheduling"]
     for name in "abc":
         assert chunk_files(out / f"{name}.zarr") == singles[name]

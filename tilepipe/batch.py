@@ -28,12 +28,13 @@ from .batch_inputs import BATCH_NAME, BatchInput, collect_inputs
 from .config import Settings, resolve_settings
 from .errors import TilepipeError, fault_line
 from .options import RunOptions
-from .pipeline import RunFailed, run_settled
+from .pipeline import Interrupted, RunFailed, run_settled
 from .report.progress import BatchProgress
 from .schedule import Scheduling, runner
 from .sink import MaskStore, fs_path
 from .sizing import resolved_workers
 from .sources.geotiff import bounded_gdal_cache
+from .stopping import Stop, stop_on_signals
 
 log = logging.getLogger("tilepipe")
 
@@ -41,13 +42,18 @@ INPUTS_IN_FLIGHT = 2
 """Inputs run at once per cluster slot: enough that one input's last tasks, or its client-side
 setup and summary, overlap another's blocks."""
 
+STATUSES = ("complete", "kept", "failed", "interrupted")
+"""What became of an input: see :class:`InputResult`."""
+
 
 class BatchFailed(TilepipeError):
-    """Some inputs failed; ``summary`` (the batch summary) lists them with their errors."""
+    """Some inputs failed, or a stop signal ended the batch (``exit_code`` 130 or 143 then);
+    ``summary`` (the batch summary) lists the inputs with their errors."""
 
-    def __init__(self, message: str, summary: dict):
+    def __init__(self, message: str, summary: dict, exit_code: int = 1):
         super().__init__(message)
         self.summary = summary
+        self.exit_code = exit_code
 
 
 @dataclass(frozen=True)
@@ -55,7 +61,8 @@ class InputResult:
     item: BatchInput
     store: str
     status: str
-    """``complete``, ``kept`` (complete before this run, with ``resume``) or ``failed``."""
+    """``complete``, ``kept`` (complete before this run, with ``resume``), ``failed``, or
+    ``interrupted`` (a stop signal came while it ran, or before it started)."""
     seconds: float
     summary: dict | None = None
     """The input's run summary (for ``kept``: the one saved in the store), if it got that far."""
@@ -90,13 +97,19 @@ def run_batch(inputs: list[str], outdir: str, options: RunOptions | None = None,
     if fs.isfile(folder):
         raise TilepipeError(f"{outdir}: a file; with several inputs -o names a folder, which holds a store per input")
     fs.makedirs(folder, exist_ok=True)
-    scheduling = Scheduling(workers=resolved_workers(opts), cluster=opts.cluster, scheduler=opts.scheduler)
+    scheduling = Scheduling(workers=resolved_workers(opts), cluster=opts.cluster, scheduler=opts.scheduler,
+                            device=opts.device)
     progress = None if quiet else BatchProgress(len(found.items), progress_stream, progress_every)
     stores = [f"{outdir.rstrip('/')}/{item.name}.zarr" for item in found.items]
+    stop = Stop()  # one for the batch, heard in the main thread: a signal stops every input, not one
     try:
-        with bounded_gdal_cache(), runner(scheduling) as blocks_runner:
+        # a second signal ends at once; the leases of the inputs in flight then name a process
+        # that is gone, and the next run on this host takes them over at once
+        with bounded_gdal_cache(), stop_on_signals(stop, at_once=lambda: None), runner(scheduling) as blocks_runner:
             def one(job: tuple[BatchInput, str]) -> InputResult:
-                result = _run_input(*job, settings, scheduling, blocks_runner, progress)
+                if stop.requested:
+                    return InputResult(*job, "interrupted", 0.0, None, f"not started: {stop.name}")
+                result = _run_input(*job, settings, scheduling, blocks_runner, progress, stop)
                 if progress:
                     progress.input_done()
                 return result
@@ -112,6 +125,11 @@ def run_batch(inputs: list[str], outdir: str, options: RunOptions | None = None,
             progress.close()
     summary = batch_summary(results, found.non_image, scheduling, time.perf_counter() - t0)
     _save(fs, folder, summary)
+    if stop.requested:
+        c = summary["counts"]
+        raise BatchFailed(f"{stop.name}: the batch stopped with {c['complete'] + c['kept']} of {c['inputs']} inputs "
+                          f"complete; run it again with --resume to finish it; see "
+                          f"{outdir.rstrip('/')}/{BATCH_NAME}.summary.md", summary, stop.exit_code)
     failed = [r for r in results if r.status == "failed"]
     if failed:
         first = failed[0]
@@ -121,7 +139,7 @@ def run_batch(inputs: list[str], outdir: str, options: RunOptions | None = None,
 
 
 def _run_input(item: BatchInput, store: str, settings: Settings, scheduling: Scheduling, blocks_runner,
-               progress: BatchProgress | None) -> InputResult:
+               progress: BatchProgress | None, stop: Stop) -> InputResult:
     """One input's run; whatever goes wrong is its result, never the batch's end."""
     t0 = time.perf_counter()
     options = settings.options.updated(series=item.series)
@@ -132,8 +150,11 @@ def _run_input(item: BatchInput, store: str, settings: Settings, scheduling: Sch
                 return InputResult(item, store, "kept", 0.0, kept)
             options = options.updated(resume=_exists(store))
         summary = run_settled(item.path, store, replace(settings, options=options), scheduling,
-                              progress.input() if progress else None, blocks_runner=blocks_runner, t0=t0)
+                              progress.input() if progress else None, blocks_runner=blocks_runner, t0=t0, stop=stop)
         return InputResult(item, store, "complete", time.perf_counter() - t0, summary.data)
+    except Interrupted as exc:
+        return InputResult(item, store, "interrupted", time.perf_counter() - t0,
+                           exc.summary.data if exc.summary else None, str(exc))
     except RunFailed as exc:
         return InputResult(item, store, "failed", time.perf_counter() - t0, exc.summary.data, str(exc))
     except Exception as exc:  # noqa: BLE001 - one input's bug or bad data must not end the others
@@ -163,7 +184,7 @@ def batch_summary(results: list[InputResult], non_image: int, scheduling: Schedu
     rows = [r.row() for r in results]
     ran = [r for r in results if r.status == "complete"]
     megapixels = sum(r.summary["throughput"]["megapixels_processed"] for r in ran)
-    counts = {status: sum(r.status == status for r in results) for status in ("complete", "kept", "failed")}
+    counts = {status: sum(r.status == status for r in results) for status in STATUSES}
     return {"inputs": rows, "counts": {"inputs": len(results), **counts},
             "non_image_objects_skipped": non_image, "scheduling": scheduling.describe(),
             "wall_seconds": round(wall, 3), "megapixels_processed": round(megapixels, 6),
@@ -172,7 +193,8 @@ def batch_summary(results: list[InputResult], non_image: int, scheduling: Schedu
 
 def batch_markdown(summary: dict) -> str:
     c = summary["counts"]
-    lines = [f"# Batch: {c['inputs']} inputs, {c['complete']} complete, {c['kept']} kept, {c['failed']} failed", "",
+    lines = [f"# Batch: {c['inputs']} inputs, " + ", ".join(f"{c[s]} {s}" for s in STATUSES if c[s] or s != "interrupted"),
+             "",
              f"{summary['wall_seconds']:.1f} s on {summary['scheduling']}, {summary['megapixels_processed']:.2f} MP "
              f"processed, {summary['megapixels_per_second']:.2f} MP/s overall."]
     if summary["non_image_objects_skipped"]:
