@@ -32,7 +32,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "tilepipe"
 LAYERS: dict[str, tuple[str, ...]] = {
     # what every layer may use: no state, no I/O, no torch or numpy needed to read them
     "leaves": (
-        "errors", "modes", "option_values", "measure_units", "retry",
+        "errors", "modes", "labels", "option_values", "measure_units", "retry",
         "sources.dicom_labels", "sources.dicom_spacing", "sources.dicom_warnings",
     ),
     # values, each with its own defaults: geometry, sources, models, the device, blending, the store
@@ -198,9 +198,9 @@ def test_imports_point_down():
 def test_import_tilepipe_does_not_import_torch():
     """The options, the command line's flags and ``tilepipe --version`` do without torch (seconds to
     import): it loads when a run or a plan needs the network."""
-    loaded = subprocess.run([sys.executable, "-c", "import sys, tilepipe, tilepipe.options, tilepipe.config, "
-                             "tilepipe.cli; print(sorted({'torch', 'torchvision'} & set(sys.modules)))"],
-                            capture_output=True, text=True, check=True).stdout.strip()
+    script = ("import sys, tilepipe, tilepipe.options, tilepipe.config, tilepipe.cli; "
+              "print(sorted({'torch', 'torchvision'} & set(sys.modules)))")
+    loaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == "[]"
 
 
@@ -236,8 +236,8 @@ def test_the_checks_see_deferred_relative_and_typing_imports(tmp_path):
 @pytest.mark.parametrize("files, circle", [
     ({"a.py": "from . import b\n", "b.py": "def f():\n    from . import a\n"}, [["a", "b"]]),
     ({"a.py": "from . import b\n", "b.py": "from . import c\n", "c.py": "import pkg.a\n"}, [["a", "b", "c"]]),
-    ({"a.py": "from . import b\n", "b.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
-      "    from . import a\n"}, []),
+    ({"a.py": "from . import b\n", "b.py": ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                                           "    from . import a\n")}, []),
 ])
 def test_a_circle_is_found(tmp_path, files, circle):
     assert circles(import_graph(_write(tmp_path, {"__init__.py": "", **files}))) == circle

@@ -26,6 +26,7 @@ from contextlib import contextmanager, nullcontext
 
 from .config import Settings, resolve_settings
 from .errors import TilepipeError, fault_line, what_to_do
+from .labels import NO_LABEL
 from .lease import Lease
 from .model.compare import compare_architectures
 from .options import RunOptions
@@ -38,7 +39,7 @@ from .report.timeline import write_timeline
 from .resume import blocks_to_run, fingerprint, open_for_resume
 from .retry import RetryCount
 from .schedule import Scheduling, runner
-from .sink import NO_LABEL, MaskStore, check_output, remove_output
+from .sink import MaskStore, check_output, remove_output
 from .sizing import estimate_peak_memory, resolved_workers, return_large_frees
 from .sources.geotiff import bounded_gdal_cache
 from .stopping import Stop, stop_on_signals

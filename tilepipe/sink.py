@@ -42,18 +42,14 @@ import zarr
 
 from .errors import TilepipeError, first_line
 from .grid import Block
+from .labels import NO_LABEL, PROBABILITY_SCALE
 from .measures import BlockTally, create_tally
 from .partition import Plan
 from .retry import RetryCount, retried
 
 STORE_FORMAT = "tilepipe-mask/1"
-NO_LABEL = 255
-"""The mask value for pixels where the source has no data (and the Zarr fill value)."""
 STORED, NO_DATA = 1, 2
 """A finished block's record: its chunks are stored, or it has no valid pixel and no chunk."""
-PROBABILITY_SCALE = 255
-"""Stored probabilities are uint8 ``round(p * PROBABILITY_SCALE)``: 1/255 steps, the full uint8 range
-(unrelated to NO_LABEL, a label value)."""
 
 
 def local_or_url(url: str) -> str:

@@ -37,7 +37,8 @@ from pydicom.sr.codedict import codes
 
 from .. import __version__
 from ..errors import TilepipeError, first_line
-from ..sink import NO_LABEL, MaskStore
+from ..labels import NO_LABEL
+from ..sink import MaskStore
 from ..sources.dicom_volumes import describe_labels
 
 TYPE2_PATIENT_STUDY = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",

@@ -28,7 +28,8 @@ from PIL import Image, ImageDraw, ImageFont
 from rasterio.errors import RasterioError
 
 from ..errors import TilepipeError, first_line
-from ..sink import NO_LABEL, MaskStore
+from ..labels import NO_LABEL
+from ..sink import MaskStore
 from ..sources import SourceSpec, open_source
 from ..sources.scaling import IntensityScaling, ScalingRequest
 from .cog import staged_output

@@ -30,8 +30,8 @@ import torch
 from torch import nn
 
 from ..errors import TilepipeError, first_line
+from ..labels import NO_LABEL
 from ..options import RunOptions
-from ..sink import NO_LABEL
 from .architectures import Architecture, architecture
 from .checkpoints import (
     CLASS_LIMIT,
