@@ -32,7 +32,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "tilepipe"
 LAYERS: dict[str, tuple[str, ...]] = {
     # what every layer may use: no state, no I/O, no torch or numpy needed to read them
     "leaves": (
-        "errors", "modes", "labels", "option_values", "measure_units", "retry",
+        "errors", "modes", "labels", "option_grammars", "option_values", "measure_units", "retry",
         "sources.dicom_labels", "sources.dicom_spacing", "sources.dicom_warnings",
     ),
     # values, each with its own defaults: geometry, sources, models, the device, blending, the store

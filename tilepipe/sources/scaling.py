@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ..errors import TilepipeError
+from ..option_grammars import scaling_method
 from ..options import RunOptions
 
 
@@ -43,18 +44,8 @@ class ScalingRequest:
 
     @classmethod
     def parse(cls, text: str, percentiles: tuple[float, float] = RunOptions.percentiles) -> ScalingRequest:
-        text = str(text).strip()
-        if text in ("auto", "dtype", "percentile"):
-            return cls(text, tuple(percentiles))
-        try:
-            low, high = (float(v) for v in text.split(","))
-        except ValueError:
-            raise TilepipeError(
-                f"--scaling {text!r}: expected auto, dtype, percentile or two numbers LOW,HIGH"
-            ) from None
-        if not high > low:
-            raise TilepipeError(f"--scaling {text!r}: HIGH must be greater than LOW")
-        return cls("fixed", tuple(percentiles), (low, high))
+        method, fixed = scaling_method(text)
+        return cls(method, tuple(percentiles), fixed)
 
 
 @dataclass(frozen=True)
