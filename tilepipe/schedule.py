@@ -38,7 +38,7 @@ import dask
 
 from .blocks import BlockReport, RunContext, block_listener, process_task
 from .device import resolve_device, resolve_precision
-from .engine import EngineOptions
+from .engine_options import EngineOptions
 from .errors import TilepipeError, fault_line
 from .grid import Unit
 from .option_grammars import local_cluster_workers

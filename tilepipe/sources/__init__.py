@@ -13,7 +13,6 @@ from typing import Protocol
 import numpy as np
 
 from ..grid import Window
-from ..options import RunOptions
 from .scaling import IntensityScaling, ScalingRequest
 
 
@@ -31,7 +30,7 @@ class SourceSpec:
     """DICOM: the SeriesInstanceUID to read when a folder holds several series."""
     window: str | None = None
     """DICOM: ``CENTER,WIDTH`` or a preset name; ``None`` = the file's own window, else percentiles."""
-    level: int = RunOptions.level
+    level: int = 0
     """Whole-slide DICOM: the pyramid level (0 = highest resolution)."""
     select: str | None = None
     """DICOM: ``KEY=VALUE`` keeps the frames of one volume of a 4-D series (e.g. ``EchoNumbers=1``)."""

@@ -19,7 +19,9 @@ import numpy as np
 
 from ..errors import TilepipeError
 from ..option_grammars import scaling_method
-from ..options import RunOptions
+
+PERCENTILES = (2.0, 98.0)
+"""The default percentiles of ``percentile`` (and ``auto``) scaling."""
 
 
 @dataclass(frozen=True)
@@ -27,8 +29,8 @@ class ScalingRequest:
     """What the user asked for: ``auto``, ``dtype``, ``percentile`` or fixed ``LOW,HIGH``; or
     ``card``: a model card's per-band values (``per_band`` low and high, ``clip`` or not)."""
 
-    method: str = RunOptions.scaling
-    percentiles: tuple[float, float] = RunOptions.percentiles
+    method: str = "auto"
+    percentiles: tuple[float, float] = PERCENTILES
     fixed: tuple[float, float] | None = None
     per_band: tuple[tuple[float, ...], tuple[float, ...]] | None = None
     clip: bool = True
@@ -43,7 +45,7 @@ class ScalingRequest:
     source this process already opened)."""
 
     @classmethod
-    def parse(cls, text: str, percentiles: tuple[float, float] = RunOptions.percentiles) -> ScalingRequest:
+    def parse(cls, text: str, percentiles: tuple[float, float] = PERCENTILES) -> ScalingRequest:
         method, fixed = scaling_method(text)
         return cls(method, tuple(percentiles), fixed)
 
