@@ -39,7 +39,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "values": (
         "grid", "partition", "measures", "device", "engine_options", "stitch", "sink",
         "exporters.colors", "ngff",
-        "sources", "sources.scaling", "sources.identity", "sources.geotiff", "sources.dicom",
+        "sources", "sources.spec", "sources.scaling", "sources.identity", "sources.geotiff", "sources.dicom",
         "sources.dicom_files", "sources.dicom_frames", "sources.dicom_geometry", "sources.dicom_header",
         "sources.dicom_pixels", "sources.dicom_stack", "sources.dicom_volumes", "sources.dicom_window",
         "sources.dicom_wsi",
