@@ -37,7 +37,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     ),
     # values, each with its own defaults: geometry, sources, models, the device, blending, the store
     "values": (
-        "grid", "partition", "measures", "device", "engine_options", "stitch", "sink",
+        "grid", "partition", "measures", "device", "engine_options", "stitch", "store_info", "sink",
         "exporters.colors", "ngff",
         "sources", "sources.spec", "sources.scaling", "sources.identity", "sources.geotiff", "sources.dicom",
         "sources.dicom_files", "sources.dicom_frames", "sources.dicom_geometry", "sources.dicom_header",

@@ -60,7 +60,7 @@ def export(store: MaskStore, out: str) -> str:
         raise TilepipeError(f"{store.url}: the mask holds no class at all (only nodata); nothing to export")
     labels = label_map(mask, classes)
     names = list(store.group.attrs.get("class_names") or [])
-    model = store.info.get("model", {})
+    model = store.info.model or {}
     algorithm = hd.AlgorithmIdentificationSequence(
         name=f"tilepipe {model.get('architecture', 'model')}"[:64],
         family=codes.cid7162.ArtificialIntelligence,
