@@ -30,19 +30,17 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "tilepipe"
 
 LAYERS: dict[str, tuple[str, ...]] = {
-    # what every layer may use: no state, no I/O, no torch or numpy needed to read them
-    "leaves": (
-        "errors", "modes", "labels", "option_grammars", "option_values", "measure_units", "retry",
-        "sources.dicom_labels", "sources.dicom_spacing", "sources.dicom_warnings",
-    ),
+    # what every layer may use, on the standard library alone: the error type, the modes, the label
+    # constants, the option grammars and parsers, retrying a write
+    "leaves": ("errors", "modes", "labels", "option_grammars", "option_values", "retry"),
     # values, each with its own defaults: geometry, sources, models, the device, blending, the store
     "values": (
-        "grid", "partition", "measures", "device", "engine_options", "stitch", "store_info", "sink",
-        "exporters.colors", "ngff",
+        "grid", "partition", "measure_units", "measures", "device", "engine_options", "stitch", "store_info", "sink",
+        "exporters.colors", "ngff",  # the class palette and the OME-NGFF metadata the store and pyramid write
         "sources", "sources.spec", "sources.scaling", "sources.identity", "sources.geotiff", "sources.dicom",
         "sources.dicom_files", "sources.dicom_frames", "sources.dicom_geometry", "sources.dicom_header",
         "sources.dicom_pixels", "sources.dicom_stack", "sources.dicom_volumes", "sources.dicom_window",
-        "sources.dicom_wsi",
+        "sources.dicom_wsi", "sources.dicom_labels", "sources.dicom_spacing", "sources.dicom_warnings",
         "model", "model.architectures", "model.card", "model.checkpoints", "model.compare", "model.costs",
         "model.loading",
     ),
@@ -54,7 +52,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     # the options and everything a user calls: API, command line, batch, reports, exports
     "top": (
         "options", "config", "preparation", "pipeline", "batch", "batch_inputs", "cli", "__main__", "tilepipe",
-        "testing",
+        "testing",  # synthetic inputs for tests and benchmarks; nothing in the package imports it
         "report", "report.advice", "report.catalog", "report.cost", "report.doctor", "report.figures",
         "report.markdown", "report.origins", "report.preview", "report.progress", "report.summary",
         "report.tactics", "report.timeline",
