@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 
 from .batch_inputs import BATCH_NAME, BatchInput, collect_inputs
 from .config import Settings, resolve_settings
-from .errors import TilepipeError
+from .errors import TilepipeError, fault_line
 from .options import RunOptions
 from .pipeline import RunFailed, run_settled
 from .report.progress import BatchProgress
@@ -34,7 +34,6 @@ from .schedule import Scheduling, runner
 from .sink import MaskStore, fs_path
 from .sizing import resolved_workers
 from .sources.geotiff import bounded_gdal_cache
-from .stream import error_line
 
 log = logging.getLogger("tilepipe")
 
@@ -140,8 +139,8 @@ def _run_input(item: BatchInput, store: str, settings: Settings, scheduling: Sch
     except Exception as exc:  # noqa: BLE001 - one input's bug or bad data must not end the others
         if not isinstance(exc, TilepipeError):
             log.debug("%s: unexpected error", item.description, exc_info=True)
-        log.warning("%s failed: %s", item.name, error_line(exc))
-        return InputResult(item, store, "failed", time.perf_counter() - t0, None, error_line(exc))
+        log.warning("%s failed: %s", item.name, fault_line(exc))
+        return InputResult(item, store, "failed", time.perf_counter() - t0, None, fault_line(exc))
 
 
 def _exists(store: str) -> bool:
