@@ -21,7 +21,9 @@ whose chunk is missing lost a write (:meth:`MaskStore.blocks_missing_chunks`), a
 attribute ``tilepipe.complete`` becomes true only at the very end of a run, so a reader (or
 ``--resume``) can always tell a finished store from a partial one.
 
-The attribute ``tilepipe.run_id`` names the run that writes the store (set when a run creates or
+The group attribute ``tilepipe`` is one document, declared in :mod:`tilepipe.store_info`
+(:class:`~tilepipe.store_info.StoreInfo`): :attr:`MaskStore.info` reads it, :meth:`MaskStore.update_info`
+rewrites it whole. Its ``run_id`` names the run that writes the store (set when a run creates or
 resumes it). A handle opened for a run writes only while the store still names that run: if the
 store was replaced or taken over meanwhile, it refuses instead of writing into someone else's
 arrays (which may have another shape or chunking).
