@@ -76,13 +76,13 @@ def build_store(workdir: Path, side: int, cell: int) -> str:
     url = str(workdir / f"fields_{side}_{cell}.zarr")
     try:
         store = MaskStore.open(url)
-        if store.is_complete and store.info.get("recipe") == RECIPE:
+        if store.is_complete and store.group.attrs.get("recipe") == RECIPE:
             return url
     except Exception:  # absent or unreadable: build it
         pass
     plan = Plan(side, side, TileGrid(512, 64, 8))
     attrs = {"crs_wkt": CRS.from_epsg(32618).to_wkt(), "transform": [10.0, 0, 500000.0, 0, -10.0, 4200000.0],
-             "class_names": [f"field type {k}" for k in range(CLASSES)], "tilepipe": {"recipe": RECIPE}}
+             "class_names": [f"field type {k}" for k in range(CLASSES)], "recipe": RECIPE}
     store = MaskStore.create(url, plan, CLASSES, False, attrs=attrs, run_id="bench")
     for block in plan.blocks():
         c = block.core

@@ -126,7 +126,7 @@ def test_config_file_and_flags(tmp_path):
     config.write_text(yaml.safe_dump({"model": "standin", "weights": "none", "tile-size": 64, "overlap": 16}))
     out = tmp_path / "o.zarr"
     assert invoke("run", src, "-o", out, "--config", config, "--overlap", "32").exit_code == 0
-    options = tilepipe.open(str(out)).info["options"]
+    options = tilepipe.open(str(out)).info.options
     assert options["tile_size"] == 64 and options["overlap"] == 32  # the flag wins over the file
     config.write_text("tile_size: 64\nbogus: 1\n")
     assert_one_clear_error(invoke("run", src, "-o", tmp_path / "p.zarr", "--config", config), "c.yaml", "bogus")

@@ -47,10 +47,10 @@ def test_scaling_is_resolved_once_and_shipped_to_the_workers(tmp_path, monkeypat
     assert client_samples == [os.getpid()]
     assert received and all(e["pid"] != os.getpid() for e in received)
     assert not [e for e in events if e["event"] == "sampled"]
-    fingerprint = tilepipe.open(str(tmp_path / "m.zarr")).info["fingerprint"]
+    fingerprint = tilepipe.open(str(tmp_path / "m.zarr")).info.fingerprint
     shipped = summary["input"]["scaling"]
     assert shipped["method"] == "percentile 2-98"
-    assert all(e["scaling"] == shipped == fingerprint["input"]["scaling"] for e in received)
+    assert all(e["scaling"] == shipped == fingerprint.input["scaling"] for e in received)
 
 
 def test_a_task_dask_gives_up_on_fails_alone(tmp_path, monkeypatch):

@@ -193,7 +193,7 @@ def test_a_stale_lease_is_taken_over_by_resume(image, tmp_path):
     summary = tilepipe.run(image, out, resume=True, **{**COARSE, "block_size": 128})
     assert summary["plan"]["blocks_run"] == 2
     assert np.array_equal(arrays(out)["mask"], complete)
-    assert tilepipe.open(out).info["run_id"] == summary["run_id"] != "0123456789ab"
+    assert tilepipe.open(out).info.run_id == summary["run_id"] != "0123456789ab"
     assert not path.exists()
 
 

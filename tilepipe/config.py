@@ -35,7 +35,7 @@ def resolve_settings(config=None, options: RunOptions | None = None, **overrides
     ``options`` and ``overrides`` are the flags: only the names they were given count.
 
     The card is ``model_card`` when given, else a card beside the checkpoint (same stem)."""
-    from .model.card import apply_card, find_card, load_card
+    from .model.card import find_card, load_card
 
     from_file = load_options(config)
     flags = (options or RunOptions()).updated(**overrides)
@@ -46,6 +46,24 @@ def resolve_settings(config=None, options: RunOptions | None = None, **overrides
     card_file = load_card(card_path) if card_path else None
     resolved, origins = apply_card(resolved, origins, card_file)
     return Settings(resolved, origins, card_file)
+
+
+def apply_card(options: RunOptions, origins: dict[str, str], card) -> tuple[RunOptions, dict[str, str]]:
+    """Fill the options the user left at their defaults from the card (a
+    :class:`tilepipe.model.card.CardFile`, or None).
+
+    Precedence, lowest first: default < card < config file < flag (or API keyword). ``origins``
+    maps each option name to where its value came from; returns the new options and origins."""
+    if card is None:
+        return options, origins
+    from .model.card import CARD_OPTIONS
+
+    taken = {k: v for k, v in card.values().items() if origins.get(k, "default") == "default"}
+    try:
+        return options.updated(**taken), {**origins, **{k: "card" for k in taken}}
+    except BadValue as exc:
+        field = next(f for f, option in CARD_OPTIONS.items() if option == exc.option.name)
+        raise TilepipeError(exc.in_file(card.path, field)) from None
 
 
 def load_options(path: str | Path | None) -> RunOptions:

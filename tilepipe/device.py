@@ -12,6 +12,7 @@ import torch
 
 from .errors import TilepipeError
 from .modes import Precision
+from .option_grammars import check_device
 
 PRECISIONS = {Precision.FP32: None, Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}
 """The autocast dtype of each precision a run resolves to (None: no autocast)."""
@@ -36,12 +37,8 @@ def device_peak_tflops(device_name: str, precision: str) -> float | None:
 def parse_device(name: str) -> torch.device | None:
     """The device ``name`` names (None for ``auto``), without asking whether this machine has it:
     a config file written for a GPU machine still reads (and plans) on a laptop."""
-    if name == "auto":
-        return None
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise TilepipeError(f"--device {name!r}: expected auto, cpu, cuda or cuda:N") from None
+    check_device(name)  # its text form: tilepipe.option_grammars
+    return None if name == "auto" else torch.device(name)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -25,24 +25,10 @@ import torch
 
 from .device import (PRECISIONS, cpu_name, cudnn_autotuning, device_peak_tflops, gpu_label, resolve_device,
                      resolve_precision)
+from .engine_options import EngineOptions
 from .errors import TilepipeError
 from .forward_timing import DeviceBusyClock, ForwardTimer
 from .model import LoadedModel, ModelSpec, cached_model
-from .modes import Precision
-from .options import RunOptions
-
-
-@dataclass(frozen=True, kw_only=True)
-class EngineOptions:
-    """The engine's share of the run options; their defaults are the options' (:mod:`tilepipe.options`)."""
-
-    device: str = RunOptions.device
-    precision: Precision = RunOptions.precision
-    batch_size: int | str = RunOptions.batch_size
-    """Tiles per forward pass, or ``"auto"``: on CUDA the largest batch that fits in 60% of the
-    free device memory (measured with a probe pass per tile shape, capped at 64); 4 on a CPU."""
-    compile: bool = RunOptions.compile
-    """Wrap the network in ``torch.compile``; its warm-up is timed apart from the forward passes."""
 
 
 @dataclass

@@ -25,7 +25,7 @@ Two descriptions are written to the store's root attributes, both naming the sam
 from __future__ import annotations
 
 from .exporters.colors import colormap
-from .sink import NO_LABEL
+from .labels import NO_LABEL
 
 OME_VERSION = "0.5"
 MULTISCALES_CONVENTION = {"uuid": "d35379db-88df-4056-af3a-620245f8e347", "name": "multiscales",

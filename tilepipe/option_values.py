@@ -11,6 +11,15 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from .option_grammars import (
+    check_architecture,
+    check_device,
+    local_cluster_workers,
+    parse_select,
+    scaling_method,
+    window_values,
+)
+
 
 @dataclass(frozen=True)
 class Parser:
@@ -92,8 +101,9 @@ def listed(item: Callable, accepted: str, metavar: str, check: Callable[[tuple],
 
 
 def grammar(check: Callable[[str], object], accepted: str) -> Parser:
-    """Text in a grammar that belongs to the module acting on it: ``check`` raises that module's
-    :class:`TilepipeError` (naming the flag and what it accepts) for text it does not accept."""
+    """Text in a grammar of :mod:`tilepipe.option_grammars`, shared with the module acting on it:
+    ``check`` raises its :class:`TilepipeError` (naming the flag and what it accepts) for text it
+    does not accept."""
     def read(value) -> str:
         text = _text(value)
         check(text)
@@ -102,40 +112,8 @@ def grammar(check: Callable[[str], object], accepted: str) -> Parser:
 
 
 def _scaling(text: str) -> None:
-    from .sources.scaling import ScalingRequest
-
     if text != "card":  # the card's values: checked against the card when the source opens
-        ScalingRequest.parse(text)
-
-
-def _window(text: str) -> None:
-    from .sources.dicom_window import parse_window
-
-    parse_window(text)
-
-
-def _select(text: str) -> None:
-    from .sources.dicom_volumes import parse_select
-
-    parse_select(text)
-
-
-def _model(text: str) -> None:
-    from .model.architectures import architecture
-
-    architecture(text)
-
-
-def _device(text: str) -> None:
-    from .device import parse_device
-
-    parse_device(text)
-
-
-def _cluster(text: str) -> None:
-    from .schedule import local_cluster_workers
-
-    local_cluster_workers(text)
+        scaling_method(text)
 
 
 TEXT = Parser(_text, "text")
@@ -145,8 +123,8 @@ PERCENTILES = listed(_number, "LOW,HIGH with 0 <= LOW < HIGH <= 100", "LOW,HIGH"
                      lambda v: len(v) == 2 and 0 <= v[0] < v[1] <= 100)
 NAMES = listed(_text, "a list of class names, e.g. background,water,forest", "LIST")
 SCALING = grammar(_scaling, "auto, dtype, percentile, card or LOW,HIGH")
-WINDOW = grammar(_window, "CENTER,WIDTH or a preset")
-SELECT = grammar(_select, "KEY=VALUE")
-MODEL = grammar(_model, "an architecture of the model registry")
-DEVICE = grammar(_device, "auto, cpu, cuda or cuda:N")
-CLUSTER = grammar(_cluster, "local:N or local")
+WINDOW = grammar(window_values, "CENTER,WIDTH or a preset")
+SELECT = grammar(parse_select, "KEY=VALUE")
+MODEL = grammar(check_architecture, "an architecture of the model registry")
+DEVICE = grammar(check_device, "auto, cpu, cuda or cuda:N")
+CLUSTER = grammar(local_cluster_workers, "local:N or local")

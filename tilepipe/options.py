@@ -7,6 +7,11 @@ The same option is the keyword ``tile_size`` of ``tilepipe.run``, the key ``tile
 (:func:`tilepipe.cli.option_flag`) and the checks on config files (:mod:`tilepipe.config`) are
 made from this declaration; ``tests/test_options.py`` holds the README's options table and
 ``configs/satellite.yaml`` to it.
+
+An option that sets a value of the pipeline takes its default from that value (the plan's chunk
+and block sizes, the source's level and scaling, the engine's options, the model's names in
+:mod:`tilepipe.option_grammars`): the default is declared where it is used, and nothing below
+this module borrows it from here (``tests/test_layers.py``).
 """
 
 from __future__ import annotations
@@ -16,10 +21,15 @@ from dataclasses import dataclass, field, fields, replace
 from enum import Enum
 from typing import Any
 
+from .engine_options import EngineOptions
 from .errors import TilepipeError
 from .modes import Blending, OutputStride, Precision
+from .option_grammars import DEFAULT_ARCHITECTURE, DEFAULT_WEIGHTS
 from .option_values import (BANDS, CLUSTER, DEVICE, MODEL, NAMES, PERCENTILES, SCALING, SELECT, SWITCH, TEXT, WINDOW,
                             Parser, choice, integer, integer_or_auto)
+from .partition import Plan
+from .sources import SourceSpec
+from .sources.scaling import ScalingRequest
 
 
 class BadValue(TilepipeError):
@@ -122,33 +132,33 @@ class RunOptions:
         None, "Bands to use, 1-based, e.g. 3,2,1 or 2,3,4,8: as many as the model takes.", BANDS,
         default_text="card's, else 1,2,3 (or 1)")
     scaling: str = option(
-        "auto", "auto (uint8: full range, others: percentiles), dtype, percentile, LOW,HIGH, or card (the model "
+        ScalingRequest.method, "auto (uint8: full range, others: percentiles), dtype, percentile, LOW,HIGH, or card (the model "
         "card's per-band values).", SCALING, default_text="auto (card with a card that has scaling)")
     percentiles: tuple[float, float] = option(
-        (2.0, 98.0), "Percentiles for --scaling percentile (computed from overviews or a sample).", PERCENTILES)
+        ScalingRequest.percentiles, "Percentiles for --scaling percentile (computed from overviews or a sample).", PERCENTILES)
     series: str | None = option(None, "DICOM: SeriesInstanceUID to read when the folder holds several series.")
     all_series: bool = option(
         False, "DICOM: run every image series found (a study), each into its own store under -o, then a folder.",
         SWITCH, run_only=True, negatable=False)
     window: str | None = option(None, "DICOM: CENTER,WIDTH or a preset (soft-tissue, lung, bone, brain).",
                                 WINDOW, default_text="the file's")
-    level: int = option(0, "Whole-slide DICOM: pyramid level (0 = full resolution).", integer(0))
+    level: int = option(SourceSpec.level, "Whole-slide DICOM: pyramid level (0 = full resolution).", integer(0))
     select: str | None = option(
         None, "DICOM 4-D series: keep one volume, KEY=VALUE, e.g. AcquisitionNumber=2 or EchoNumbers=1.", SELECT)
     # plan
     tile_size: int = option(512, "Tile side in pixels (a multiple of the output stride).", integer(1))
     overlap: int = option(64, "Overlap between neighbouring tiles in pixels.", integer(0))
-    chunk_size: int = option(512, "Zarr chunk side in pixels.", integer(1))
-    block_size: int = option(8192, "Widest strip (a task's columns) in pixels, a multiple of --chunk-size.",
+    chunk_size: int = option(Plan.chunk_size, "Zarr chunk side in pixels.", integer(1))
+    block_size: int = option(Plan.block_size, "Widest strip (a task's columns) in pixels, a multiple of --chunk-size.",
                              integer(1))
     blending: Blending = option(Blending.GAUSSIAN, "How overlapping tiles are merged.", choice(Blending))
     # model
     model: str = option(
-        "deeplabv3_resnet101", "Architecture: deeplabv3_resnet101, deeplabv3_resnet50, "
+        DEFAULT_ARCHITECTURE, "Architecture: deeplabv3_resnet101, deeplabv3_resnet50, "
         "deeplabv3_mobilenet_v3_large, fcn_resnet101, fcn_resnet50, lraspp_mobilenet_v3_large; 'standin' is a "
         "tiny CNN for I/O tests.", MODEL)
     weights: str = option(
-        "default", "'default' (torchvision's published weights, downloaded once), a torchvision weights name "
+        DEFAULT_WEIGHTS, "'default' (torchvision's published weights, downloaded once), a torchvision weights name "
         "(COCO_WITH_VOC_LABELS_V1), a checkpoint path, or 'none' (random).")
     model_card: str | None = option(
         None, "YAML/JSON model card (scaling, classes, colours, stride, tile size, provenance).",
@@ -160,12 +170,12 @@ class RunOptions:
     class_names: tuple[str, ...] | None = option(None, "Comma-separated class names.", NAMES,
                                                  default_text="from the weights")
     # engine
-    device: str = option("auto", "auto (CUDA when present), cpu, cuda, cuda:N.", DEVICE)
-    precision: Precision = option(Precision.AUTO, "auto: bf16 on CUDA, fp32 on CPU; fp16 needs CUDA.",
+    device: str = option(EngineOptions.device, "auto (CUDA when present), cpu, cuda, cuda:N.", DEVICE)
+    precision: Precision = option(EngineOptions.precision, "auto: bf16 on CUDA, fp32 on CPU; fp16 needs CUDA.",
                                   choice(Precision))
     batch_size: int | str = option(
-        4, "Tiles per forward pass, or auto (fits the free GPU memory; 4 on a CPU).", integer_or_auto())
-    compile: bool = option(False, "torch.compile the network (warm-up timed apart).", SWITCH)
+        EngineOptions.batch_size, "Tiles per forward pass, or auto (fits the free GPU memory; 4 on a CPU).", integer_or_auto())
+    compile: bool = option(EngineOptions.compile, "torch.compile the network (warm-up timed apart).", SWITCH)
     # schedule and output
     workers: int | str = option(
         "auto", "Tasks running at once in this process, or auto (from the CPU count and device).", integer_or_auto())

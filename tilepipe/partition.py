@@ -21,7 +21,6 @@ from functools import cached_property
 from itertools import product
 
 from .grid import Block, TileGrid, Unit, Window, align_up, axis_tile_starts, block_index, touching
-from .options import RunOptions
 
 
 TASK_TILES = 64
@@ -36,10 +35,10 @@ class Plan:
     height: int
     width: int
     grid: TileGrid
-    chunk_size: int = RunOptions.chunk_size
-    block_size: int = RunOptions.block_size
-    """The widest a strip may be (the strips of a plane are balanced, whole chunks each). Both
-    defaults are the run options' (:mod:`tilepipe.options`)."""
+    chunk_size: int = 512
+    block_size: int = 8192
+    """The widest a strip may be (the strips of a plane are balanced, whole chunks each). The run
+    options' defaults for both are these (:mod:`tilepipe.options` reads them)."""
     depth: int | None = None
     """Number of planes for a stack (a DICOM series); ``None`` for a single 2-D image."""
     volumes: int | None = None

@@ -26,6 +26,7 @@ from contextlib import contextmanager, nullcontext
 
 from .config import Settings, resolve_settings
 from .errors import TilepipeError, fault_line, what_to_do
+from .labels import NO_LABEL
 from .lease import Lease
 from .model.compare import compare_architectures
 from .options import RunOptions
@@ -38,10 +39,11 @@ from .report.timeline import write_timeline
 from .resume import blocks_to_run, fingerprint, open_for_resume
 from .retry import RetryCount
 from .schedule import Scheduling, runner
-from .sink import NO_LABEL, MaskStore, check_output, remove_output
+from .sink import MaskStore, check_output, remove_output
 from .sizing import estimate_peak_memory, resolved_workers, return_large_frees
 from .sources.geotiff import bounded_gdal_cache
 from .stopping import Stop, stop_on_signals
+from .store_info import StoreInfo
 
 log = logging.getLogger("tilepipe")
 
@@ -194,11 +196,10 @@ def _run_leased(input: str, output: str, settings: Settings, scheduling: Schedul
                         "class_names": list(model.class_names),
                         **({"class_colours": [list(c) for c in card_file.class_colours]}
                            if card_file and card_file.class_colours else {}),
-                        "tilepipe": {"input": input, "options": options.to_json(), "model": model.describe(),
-                                     "fingerprint": expected},
                     },
                     coordinates=source.coordinates(),
                     run_id=run_id,
+                    info=StoreInfo(input=input, options=options.to_json(), model=model.describe(), fingerprint=expected),
                 )
             todo, repaired = [b.index for b in p.blocks()], 0
         reused = p.block_count - len(todo)

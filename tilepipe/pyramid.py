@@ -28,7 +28,8 @@ import zarr
 
 from .ngff import describe_levels
 from .grid import pixel_centres
-from .sink import NO_LABEL, MaskStore, without_empty_chunk_check, write_grid_mapping
+from .labels import NO_LABEL
+from .sink import MaskStore, without_empty_chunk_check, write_grid_mapping
 
 GROUP = "pyramid"
 SMALLEST_SIDE = 512

@@ -13,6 +13,7 @@ from .errors import TilepipeError
 from .partition import Plan
 from .sink import MaskStore
 from .sources.identity import content_changes, content_identity
+from .store_info import Fingerprint
 
 if TYPE_CHECKING:
     from .preparation import Prepared
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("tilepipe")
 
 
-def fingerprint(prepared: Prepared, engine_kind: dict) -> dict:
+def fingerprint(prepared: Prepared, engine_kind: dict) -> Fingerprint:
     """What must match for ``--resume`` to reuse a store's finished blocks: everything that can
     change a pixel. The input (identity, size, bands, scaling and geometry), the plan, the model,
     and the engine's resolved precision and device type (``engine_kind``, as the workers resolve
@@ -32,7 +33,7 @@ def fingerprint(prepared: Prepared, engine_kind: dict) -> dict:
     source, p, model = prepared.source, prepared.plan, prepared.model
     described = source.describe()
     geometry = json.dumps(source.geometry(), sort_keys=True, default=str)
-    return json.loads(json.dumps({
+    return Fingerprint.from_json(json.loads(json.dumps({
         "input": {k: described.get(k) for k in ("path", "format", "height", "width", "depth", "bands_used", "dtype",
                                                 "scaling")},
         "content": content_identity(source),
@@ -43,7 +44,7 @@ def fingerprint(prepared: Prepared, engine_kind: dict) -> dict:
         "model": {"architecture": model.spec.architecture, "weights": model.weights_identity,
                   "num_classes": model.num_classes},
         "engine": engine_kind,
-    }, default=str))
+    }, default=str)))
 
 
 def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -58,17 +59,17 @@ def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def open_for_resume(output: str, expected: dict, run_id: str) -> MaskStore:
+def open_for_resume(output: str, expected: Fingerprint, run_id: str) -> MaskStore:
     """The store at ``output``, claimed for run ``run_id``, if its fingerprint is ``expected``;
     otherwise a one-line error naming the first differences, and the store is left untouched."""
     try:
         store = MaskStore.open(output, mode="r+")
     except TilepipeError:
         raise TilepipeError(f"{output}: nothing to resume (no tilepipe store there); run without --resume") from None
-    recorded = store.info.get("fingerprint", {})
-    changed, notes = content_changes(recorded.get("content"), expected["content"], expected["input"]["path"])
+    recorded = (store.info.fingerprint or Fingerprint()).to_json()
+    changed, notes = content_changes(recorded.get("content"), expected.content, expected.input["path"])
     changed += _differences({k: v for k, v in recorded.items() if k != "content"},
-                            {k: v for k, v in expected.items() if k != "content"})
+                            {k: v for k, v in expected.to_json().items() if k != "content"})
     if changed:
         raise TilepipeError(f"{output}: cannot resume, the store was made with a different "
                             f"{'; '.join(changed[:3])}; the store is left untouched")

@@ -38,20 +38,13 @@ import dask
 
 from .blocks import BlockReport, RunContext, block_listener, process_task
 from .device import resolve_device, resolve_precision
-from .engine import EngineOptions
+from .engine_options import EngineOptions
 from .errors import TilepipeError, fault_line
 from .grid import Unit
+from .option_grammars import local_cluster_workers
 from .sink import MaskStore
 from .sources.geotiff import GDAL_CACHE_MB
 from .stopping import Stop
-
-
-def local_cluster_workers(cluster: str) -> int | None:
-    """N of ``--cluster local:N``; None for ``local``, one worker per GPU."""
-    kind, colon, count = cluster.partition(":")
-    if kind != "local" or (colon and (not count.isdigit() or int(count) < 1)):
-        raise TilepipeError(f"--cluster {cluster!r}: expected local:N or local (one worker per GPU), e.g. local:4")
-    return int(count) if colon else None
 
 
 @dataclass(frozen=True)

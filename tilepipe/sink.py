@@ -21,7 +21,9 @@ whose chunk is missing lost a write (:meth:`MaskStore.blocks_missing_chunks`), a
 attribute ``tilepipe.complete`` becomes true only at the very end of a run, so a reader (or
 ``--resume``) can always tell a finished store from a partial one.
 
-The attribute ``tilepipe.run_id`` names the run that writes the store (set when a run creates or
+The group attribute ``tilepipe`` is one document, declared in :mod:`tilepipe.store_info`
+(:class:`~tilepipe.store_info.StoreInfo`): :attr:`MaskStore.info` reads it, :meth:`MaskStore.update_info`
+rewrites it whole. Its ``run_id`` names the run that writes the store (set when a run creates or
 resumes it). A handle opened for a run writes only while the store still names that run: if the
 store was replaced or taken over meanwhile, it refuses instead of writing into someone else's
 arrays (which may have another shape or chunking).
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from dataclasses import replace
 
 import fsspec
 import numpy as np
@@ -42,18 +45,14 @@ import zarr
 
 from .errors import TilepipeError, first_line
 from .grid import Block
+from .labels import NO_LABEL, PROBABILITY_SCALE
 from .measures import BlockTally, create_tally
 from .partition import Plan
 from .retry import RetryCount, retried
+from .store_info import STORE_FORMAT, StoreInfo
 
-STORE_FORMAT = "tilepipe-mask/1"
-NO_LABEL = 255
-"""The mask value for pixels where the source has no data (and the Zarr fill value)."""
 STORED, NO_DATA = 1, 2
 """A finished block's record: its chunks are stored, or it has no valid pixel and no chunk."""
-PROBABILITY_SCALE = 255
-"""Stored probabilities are uint8 ``round(p * PROBABILITY_SCALE)``: 1/255 steps, the full uint8 range
-(unrelated to NO_LABEL, a label value)."""
 
 
 def local_or_url(url: str) -> str:
@@ -88,7 +87,7 @@ def check_output(url: str, overwrite: bool) -> bool:
     meta = f"{path}/zarr.json"
     tilepipe = json.loads(fs.cat(meta)).get("attributes", {}).get("tilepipe") if fs.exists(meta) else None
     if not overwrite:
-        if tilepipe is not None and not tilepipe.get("complete"):
+        if tilepipe is not None and not StoreInfo.from_json(tilepipe).complete:
             blocks = MaskStore.open(url).blocks[...]
             raise TilepipeError(f"{url}: holds a run that did not finish ({np.count_nonzero(blocks)} of {blocks.size} "
                                 "blocks done); finish it with --resume (or pass --overwrite to start again)")
@@ -151,19 +150,22 @@ class MaskStore:
 
     @classmethod
     def create(cls, url: str, plan: Plan, num_classes: int, probabilities: bool, attrs: dict,
-               coordinates: dict[str, np.ndarray] | None = None, run_id: str | None = None) -> MaskStore:
-        """A new store (``mode="w"``: tried again whole after a transient error)."""
+               coordinates: dict[str, np.ndarray] | None = None, run_id: str | None = None,
+               info: StoreInfo | None = None) -> MaskStore:
+        """A new store (``mode="w"``: tried again whole after a transient error). ``attrs``: the
+        group's attributes beside ``tilepipe``, which is ``info`` (the run's record), written
+        incomplete and naming ``run_id``."""
         count = RetryCount()
-        store = retried(lambda: cls._create(url, plan, num_classes, probabilities, attrs, coordinates, run_id),
+        store = retried(lambda: cls._create(url, plan, num_classes, probabilities, attrs, coordinates, run_id, info),
                         f"{url}: creating the store", count)
         store.retries = count
         return store
 
     @classmethod
     def _create(cls, url: str, plan: Plan, num_classes: int, probabilities: bool, attrs: dict,
-                coordinates: dict[str, np.ndarray] | None, run_id: str | None) -> MaskStore:
-        attrs = {**attrs, "tilepipe": {**attrs.get("tilepipe", {}), "format": STORE_FORMAT, "complete": False,
-                                       "run_id": run_id}}
+                coordinates: dict[str, np.ndarray] | None, run_id: str | None, info: StoreInfo | None) -> MaskStore:
+        info = replace(info or StoreInfo(), format=STORE_FORMAT, complete=False, run_id=run_id)
+        attrs = {**attrs, "tilepipe": info.to_json()}
         group = zarr.open_group(local_or_url(url), mode="w", zarr_format=3, attributes=attrs)  # attributes first: never a bare group
         plane = (plan.height, plan.width)
         chunks = (plan.chunk_size, plan.chunk_size)
@@ -212,8 +214,8 @@ class MaskStore:
         self.update_info(run_id=run_id, complete=False)
 
     def update_info(self, **values) -> None:
-        """Rewrite the ``tilepipe`` attribute with ``values`` changed (one whole document)."""
-        info = {**self.info, **values}
+        """Rewrite the ``tilepipe`` attribute with the fields ``values`` names changed (one whole document)."""
+        info = replace(self.info, **values).to_json()
         self.retried(lambda: self.group.attrs.__setitem__("tilepipe", info), "writing its attributes")
 
     def check_owner(self) -> None:
@@ -223,8 +225,8 @@ class MaskStore:
             return
         fs, path = fs_path(self.url)
         try:
-            stored = json.loads(self.retried(lambda: fs.cat(f"{path}/zarr.json"), "reading its attributes")
-                                )["attributes"]["tilepipe"].get("run_id")
+            stored = StoreInfo.from_json(json.loads(self.retried(lambda: fs.cat(f"{path}/zarr.json"),
+                                                                 "reading its attributes"))["attributes"]["tilepipe"]).run_id
         except (FileNotFoundError, KeyError, ValueError):
             stored = None
         if stored != self.run_id:
@@ -233,12 +235,13 @@ class MaskStore:
                                 "over while this run was writing; nothing more is written for this run")
 
     @property
-    def info(self) -> dict:
-        return dict(self.group.attrs["tilepipe"])
+    def info(self) -> StoreInfo:
+        """The store's record of its run, as stored (read again at each use)."""
+        return StoreInfo.from_json(dict(self.group.attrs["tilepipe"]))
 
     @property
     def is_complete(self) -> bool:
-        return bool(self.info.get("complete"))
+        return bool(self.info.complete)
 
     def write_block(self, block: Block, labels: np.ndarray | None, probabilities: np.ndarray | None = None) -> None:
         """Write one block core (whole chunks) and then its completion record. ``labels=None``:
@@ -318,7 +321,7 @@ class MaskStore:
 
     @property
     def summary(self) -> dict:
-        summary = self.info.get("summary")
+        summary = self.info.summary
         if summary is None:
             raise TilepipeError(f"{self.url}: holds no run summary (the run did not get that far)")
         return summary

@@ -18,13 +18,16 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .device import parse_device, resolve_device
-from .options import RunOptions
 from .partition import Plan
 from .stream import READ_AHEAD, held_bytes, rows_per_read
+
+if TYPE_CHECKING:  # annotations only: the options sit above this module (tests/test_layers.py)
+    from .options import RunOptions
 
 
 def cpu_count() -> int:

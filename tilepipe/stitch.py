@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from .grid import Window
+from .labels import NO_LABEL, PROBABILITY_SCALE
 from .modes import Blending
-from .sink import NO_LABEL, PROBABILITY_SCALE
 
 SIGMA_SCALE = 0.125
 

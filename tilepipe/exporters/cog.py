@@ -29,8 +29,8 @@ from rasterio.shutil import copy
 from rasterio.transform import Affine
 
 from ..errors import TilepipeError, first_line
+from ..labels import NO_LABEL
 from ..sink import MaskStore
-from ..sink import NO_LABEL
 from .colors import colormap
 
 TILE = 512

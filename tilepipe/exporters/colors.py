@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..sink import NO_LABEL
+from ..labels import NO_LABEL
 
 
 def _voc_color(value: int) -> tuple[int, int, int]:

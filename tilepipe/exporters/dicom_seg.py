@@ -37,7 +37,8 @@ from pydicom.sr.codedict import codes
 
 from .. import __version__
 from ..errors import TilepipeError, first_line
-from ..sink import NO_LABEL, MaskStore
+from ..labels import NO_LABEL
+from ..sink import MaskStore
 from ..sources.dicom_volumes import describe_labels
 
 TYPE2_PATIENT_STUDY = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
@@ -59,7 +60,7 @@ def export(store: MaskStore, out: str) -> str:
         raise TilepipeError(f"{store.url}: the mask holds no class at all (only nodata); nothing to export")
     labels = label_map(mask, classes)
     names = list(store.group.attrs.get("class_names") or [])
-    model = store.info.get("model", {})
+    model = store.info.model or {}
     algorithm = hd.AlgorithmIdentificationSequence(
         name=f"tilepipe {model.get('architecture', 'model')}"[:64],
         family=codes.cid7162.ArtificialIntelligence,

@@ -28,7 +28,8 @@ from PIL import Image, ImageDraw, ImageFont
 from rasterio.errors import RasterioError
 
 from ..errors import TilepipeError, first_line
-from ..sink import NO_LABEL, MaskStore
+from ..labels import NO_LABEL
+from ..sink import MaskStore
 from ..sources import SourceSpec, open_source
 from ..sources.scaling import IntensityScaling, ScalingRequest
 from .cog import staged_output
@@ -98,7 +99,8 @@ def _input_image(store: MaskStore, shape: tuple[int, int]) -> np.ndarray:
     volume-major, so volume 0's is the same index) at ``shape``, scaled as the run scaled it:
     (h, w, 3) uint8. The source is opened with a fixed scaling, so nothing is sampled again: the
     recorded one is applied."""
-    path, options = store.info["input"], store.info["options"]
+    info = store.info
+    path, options = info.input, info.options
     spec = SourceSpec(path=path, bands=tuple(options["bands"]) if options.get("bands") else None,
                       scaling=ScalingRequest("fixed", fixed=(0.0, 1.0)), series=options.get("series"),
                       level=options.get("level") or 0, select=options.get("select"))

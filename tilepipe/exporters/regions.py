@@ -25,7 +25,7 @@ import shapely
 from affine import Affine
 from rasterio import features
 
-from ..sink import NO_LABEL
+from ..labels import NO_LABEL
 
 
 def region_polygons(mask, band_rows: int, piece_cols: int,

@@ -11,12 +11,12 @@
 """
 
 from .architectures import NETWORKS, REGISTRY, Architecture, StandIn, architecture
-from .card import CardFile, apply_card, find_card, load_card
+from .card import CardFile, find_card, load_card
 from .costs import count_macs, macs_by_stage
 from .loading import IMAGENET_MEAN, IMAGENET_STD, LoadedModel, ModelCard, ModelSpec, cached_model, load_model, model_card
 
 __all__ = [
     "IMAGENET_MEAN", "IMAGENET_STD", "NETWORKS", "REGISTRY", "Architecture", "CardFile", "LoadedModel", "ModelCard",
-    "ModelSpec", "StandIn", "apply_card", "architecture", "cached_model", "count_macs", "find_card", "load_card",
+    "ModelSpec", "StandIn", "architecture", "cached_model", "count_macs", "find_card", "load_card",
     "load_model", "macs_by_stage", "model_card",
 ]

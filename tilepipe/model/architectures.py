@@ -4,8 +4,9 @@ Each :class:`Architecture` says how to build the network at a given output strid
 input-channel count (always with random weights: weights are loaded afterwards), which torchvision
 weights enum publishes weights for it, which state-dict key holds the head's last layer (its rows
 are the classes), whether DeepLabV3Plus-Pytorch publishes checkpoints of it, and how its modules
-group into stages for the cost breakdown. Adding an architecture is adding one entry; nothing
-dispatches on names elsewhere.
+group into stages for the cost breakdown. Adding an architecture is adding one entry, and its name
+to :data:`tilepipe.option_grammars.ARCHITECTURES` (what ``--model`` accepts without importing
+torch; a test holds the two equal); nothing dispatches on names elsewhere.
 
 Geometry: the ResNet-based models are built at output stride 8 (torchvision's choice: layer3 and
 layer4 dilated, ASPP rates 12/24/36) or 16 (layer4 dilated only, rates 6/12/18, as
@@ -38,6 +39,7 @@ from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 from torchvision.models.segmentation.fcn import FCNHead
 
 from ..errors import TilepipeError
+from ..option_grammars import check_architecture
 
 ASPP_RATES = {8: (12, 24, 36), 16: (6, 12, 18)}
 RESNET_DILATION = {8: [False, True, True], 16: [False, False, True]}
@@ -201,7 +203,5 @@ NETWORKS = tuple(name for name in REGISTRY if name != "standin")
 
 
 def architecture(name: str) -> Architecture:
-    try:
-        return REGISTRY[name]
-    except KeyError:
-        raise TilepipeError(f"--model {name!r}: choose one of {', '.join(REGISTRY)}") from None
+    check_architecture(name)  # its text form: tilepipe.option_grammars
+    return REGISTRY[name]

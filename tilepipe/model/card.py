@@ -22,7 +22,8 @@ provenance: {trained_on: "...", by: "...", licence: "..."}
 
 The card's scaling replaces the whole map from file values to network input (no ImageNet
 normalisation follows it). Values from the card sit between the defaults and the user's config
-file and flags: see :func:`apply_card`.
+file and flags: see :func:`tilepipe.config.apply_card` (the precedence belongs to the options,
+not to the card).
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ from pathlib import Path
 import yaml
 
 from ..errors import TilepipeError, first_line
-from ..options import BadValue
 
 CARD_SUFFIXES = (".yaml", ".yml", ".json")
 CARD_KEYS = frozenset({"name", "architecture", "bands", "scaling", "classes", "output_stride", "tile_size",
@@ -205,18 +205,3 @@ def _colour(value, bad) -> tuple[int, int, int]:
     if isinstance(value, list) and len(value) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in value):
         return tuple(value)
     raise bad(f"colour {value!r}: expected '#rrggbb' or [r, g, b] with 0-255 values")
-
-
-def apply_card(options, origins: dict[str, str], card: CardFile | None):
-    """Fill the options the user left at their defaults from the card.
-
-    Precedence, lowest first: default < card < config file < flag (or API keyword). ``origins``
-    maps each option name to where its value came from; returns the new options and origins."""
-    if card is None:
-        return options, origins
-    taken = {k: v for k, v in card.values().items() if origins.get(k, "default") == "default"}
-    try:
-        return options.updated(**taken), {**origins, **{k: "card" for k in taken}}
-    except BadValue as exc:
-        field = next(f for f, option in CARD_OPTIONS.items() if option == exc.option.name)
-        raise TilepipeError(exc.in_file(card.path, field)) from None

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ..errors import TilepipeError, first_line
-from ..sink import NO_LABEL
+from ..labels import NO_LABEL
 from .architectures import Architecture, first_conv
 
 DEEPLABV3PLUS = "DeepLabV3Plus-Pytorch"

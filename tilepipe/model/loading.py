@@ -30,8 +30,8 @@ import torch
 from torch import nn
 
 from ..errors import TilepipeError, first_line
-from ..options import RunOptions
-from ..sink import NO_LABEL
+from ..labels import NO_LABEL
+from ..option_grammars import DEFAULT_ARCHITECTURE, DEFAULT_WEIGHTS
 from .architectures import Architecture, architecture
 from .checkpoints import (
     CLASS_LIMIT,
@@ -55,8 +55,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class ModelSpec:
     """What to build; hashable so each process loads a given model once."""
 
-    architecture: str = RunOptions.model
-    weights: str = RunOptions.weights
+    architecture: str = DEFAULT_ARCHITECTURE
+    weights: str = DEFAULT_WEIGHTS
     output_stride: int | None = None
     num_classes: int | None = None
     class_names: tuple[str, ...] | None = None

@@ -20,7 +20,8 @@ from ..blocks import BlockReport
 from ..measures import class_measures
 from .cost import cost_figures, cost_sentences
 from .origins import settings_origins
-from ..sink import NO_LABEL, MaskStore
+from ..labels import NO_LABEL
+from ..sink import MaskStore
 from .advice import bottleneck
 from .figures import (engine_as_run, environment_figures, model_figures, output_figures, plan_figures, rounded,
                       stage_busy, throughput_figures, timing_figures)

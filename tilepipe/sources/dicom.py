@@ -25,7 +25,7 @@ from pydicom.uid import UID
 
 from ..errors import TilepipeError
 from ..grid import Window
-from . import SourceSpec
+from .spec import SourceSpec
 from .dicom_files import discover, is_dicom_path, list_series, select_series
 from .dicom_header import Instance
 from .dicom_pixels import FrameCache, PixelFormat, check_decodable, check_pixel_data, decode_frame

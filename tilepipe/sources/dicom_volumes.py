@@ -20,6 +20,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..errors import TilepipeError
+from ..option_grammars import parse_select
 from .dicom_geometry import DUPLICATE_TOLERANCE_MM
 
 MAX_KEYS = 3
@@ -85,14 +86,6 @@ def _volume_labels(labels: Sequence[Mapping[str, object]], members, varying: lis
     constant = [k for k in varying if all(len({repr(labels[i].get(k)) for i in g}) == 1 for g in members)]
     telling = [k for k in constant if len({repr(labels[g[0]].get(k)) for g in members}) > 1]
     return tuple({k: labels[g[0]].get(k) for k in telling if labels[g[0]].get(k) is not None} for g in members)
-
-
-def parse_select(text: str) -> tuple[str, str]:
-    """``KEY=VALUE`` of ``--select``."""
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip() or not value.strip():
-        raise TilepipeError(f"--select {text!r}: expected KEY=VALUE, e.g. AcquisitionNumber=2 or EchoNumbers=1")
-    return key.strip(), value.strip()
 
 
 def _matches(value, wanted: str) -> bool:

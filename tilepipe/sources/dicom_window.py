@@ -21,15 +21,8 @@ from typing import Callable, Iterable
 import numpy as np
 
 from ..errors import TilepipeError
+from ..option_grammars import WINDOW_PRESETS, window_values
 from .scaling import IntensityScaling, ScalingRequest, resolve_scaling
-
-PRESETS = {
-    "soft-tissue": (40.0, 400.0),
-    "lung": (-600.0, 1500.0),
-    "bone": (400.0, 1800.0),
-    "brain": (40.0, 80.0),
-}
-"""CT windows in Hounsfield units (center, width), as radiology viewers ship them."""
 
 
 @dataclass(frozen=True)
@@ -55,16 +48,7 @@ class WindowChoice:
 
 
 def parse_window(text: str) -> VoiWindow:
-    text = str(text).strip()
-    if text in PRESETS:
-        return VoiWindow(*PRESETS[text], text)
-    try:
-        center, width = (float(v) for v in text.split(","))
-    except ValueError:
-        raise TilepipeError(f"--window {text!r}: expected CENTER,WIDTH or one of {', '.join(PRESETS)}") from None
-    if not width > 0:
-        raise TilepipeError(f"--window {text!r}: WIDTH must be positive")
-    return VoiWindow(center, width, "given")
+    return VoiWindow(*window_values(text))
 
 
 def file_window(windows: Iterable[tuple[float, float] | None]) -> VoiWindow | None:
@@ -89,7 +73,7 @@ def choose_scaling(request: ScalingRequest, window_text: str | None, *, path: st
             raise TilepipeError(f"{path}: a colour image; --window applies to grayscale DICOM (use --scaling)")
         window = parse_window(window_text)
         note = ((f"--window {window.source} is a CT preset in Hounsfield units, but the modality is {modality}",)
-                if window.source in PRESETS and modality != "CT" else ())
+                if window.source in WINDOW_PRESETS and modality != "CT" else ())
         return WindowChoice(_window_scaling(window, mirror_sum, "given with --window"), window, note)
     if explicit or color:
         return WindowChoice(resolve_scaling(request, dtype, bands, sample), None)

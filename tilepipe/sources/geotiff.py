@@ -23,8 +23,8 @@ from rasterio.windows import Window as RioWindow
 
 from ..errors import TilepipeError, first_line
 from ..grid import Window, pixel_centres
-from . import SourceSpec
 from .scaling import finite_columns, mark_non_finite, resolve_scaling
+from .spec import SourceSpec
 
 SAMPLE_GRID = 4
 SAMPLE_WINDOW = 256

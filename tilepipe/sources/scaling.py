@@ -18,7 +18,10 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ..errors import TilepipeError
-from ..options import RunOptions
+from ..option_grammars import scaling_method
+
+PERCENTILES = (2.0, 98.0)
+"""The default percentiles of ``percentile`` (and ``auto``) scaling."""
 
 
 @dataclass(frozen=True)
@@ -26,8 +29,8 @@ class ScalingRequest:
     """What the user asked for: ``auto``, ``dtype``, ``percentile`` or fixed ``LOW,HIGH``; or
     ``card``: a model card's per-band values (``per_band`` low and high, ``clip`` or not)."""
 
-    method: str = RunOptions.scaling
-    percentiles: tuple[float, float] = RunOptions.percentiles
+    method: str = "auto"
+    percentiles: tuple[float, float] = PERCENTILES
     fixed: tuple[float, float] | None = None
     per_band: tuple[tuple[float, ...], tuple[float, ...]] | None = None
     clip: bool = True
@@ -42,19 +45,9 @@ class ScalingRequest:
     source this process already opened)."""
 
     @classmethod
-    def parse(cls, text: str, percentiles: tuple[float, float] = RunOptions.percentiles) -> ScalingRequest:
-        text = str(text).strip()
-        if text in ("auto", "dtype", "percentile"):
-            return cls(text, tuple(percentiles))
-        try:
-            low, high = (float(v) for v in text.split(","))
-        except ValueError:
-            raise TilepipeError(
-                f"--scaling {text!r}: expected auto, dtype, percentile or two numbers LOW,HIGH"
-            ) from None
-        if not high > low:
-            raise TilepipeError(f"--scaling {text!r}: HIGH must be greater than LOW")
-        return cls("fixed", tuple(percentiles), (low, high))
+    def parse(cls, text: str, percentiles: tuple[float, float] = PERCENTILES) -> ScalingRequest:
+        method, fixed = scaling_method(text)
+        return cls(method, tuple(percentiles), fixed)
 
 
 @dataclass(frozen=True)
