@@ -5,8 +5,8 @@ choices, whether only ``tilepipe run`` has it).
 The same option is the keyword ``tile_size`` of ``tilepipe.run``, the key ``tile-size`` (or
 ``tile_size``) of a config file and the flag ``--tile-size``. The command line's flags
 (:func:`tilepipe.cli.option_flag`) and the checks on config files (:mod:`tilepipe.config`) are
-made from this declaration; ``tests/test_options.py`` holds the README's options table and
-``configs/satellite.yaml`` to it.
+made from this declaration, and so is the options table of the documentation (``docs/hooks/
+options_table.py``); ``tests/test_options.py`` holds ``configs/satellite.yaml`` and the table to it.
 
 An option that sets a value of the pipeline takes its default from that value (the plan's chunk
 and block sizes, the source's level and scaling, the engine's options, the model's names in
@@ -60,7 +60,7 @@ class Option:
     help: str
     parser: Parser = TEXT
     default_text: str | None = None
-    """How the default reads for users (``--help``, the README) when it is not the value itself."""
+    """How the default reads for users (``--help``, the docs' options table) when it is not the value itself."""
     run_only: bool = False
     """A flag of ``tilepipe run`` only, not of ``tilepipe plan`` (it is about the output)."""
     negatable: bool = True

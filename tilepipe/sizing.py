@@ -1,7 +1,7 @@
 """Sizes for the machine: how many tasks run at once in a process, how many threads read, the
 peak memory a plan is estimated to need (``tilepipe plan``), and when freed memory goes back.
 
-The rule, stated once (README "Options", and ``environment.sizing`` in the summary):
+The rule, stated once (the docs' options reference, and ``environment.sizing`` in the summary):
 
 * **tasks at once** (``--workers auto``): on a CPU device 2, because the forward pass already uses
   every core through torch's own threads and a second task only has to fill the gaps (reading,

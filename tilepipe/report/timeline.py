@@ -10,8 +10,8 @@ shows shares, not instants. The bottom panel is the engine's busy fraction over 
 spread evenly over its span, summed per process (one engine per process), capped at 1 and
 averaged over the processes. A network that is fed stays near 1; gaps show it waiting.
 
-matplotlib is an optional dependency (``pip install 'tilepipe[report]'``); without it the run says
-so and draws nothing. The figure is drawn on matplotlib's object API, without pyplot's global state.
+matplotlib is a dependency of tilepipe; where it is missing all the same (an install with
+``--no-deps``, as on a GPU machine without a package index) the run says so and draws nothing. The figure is drawn on matplotlib's object API, without pyplot's global state.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ SIZE_INCHES = (12.0, 7.0)
 DPI = 100
 BINS = 400
 STAGE_COLOURS = dict(zip(STAGES, ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f")))
-NO_MATPLOTLIB = "no timeline picture: matplotlib is not installed (pip install 'tilepipe[report]')"
+NO_MATPLOTLIB = "no timeline picture: matplotlib is not installed (pip install matplotlib)"
 
 
 def engine_busy(reports: list[BlockReport], start: float, end: float, bins: int = BINS) -> tuple[np.ndarray, np.ndarray]:
