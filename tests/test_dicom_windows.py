@@ -140,3 +140,20 @@ def test_png_overlay_of_a_4d_store_shows_volume_0_in_its_own_window(tmp_path):
     grey = np.clip((values - low) / (high - low), 0, 1) * 255
     mask = tilepipe.open(tmp_path / "mask.zarr").mask[0, 1]
     assert_close_but_legend(png, np.kron(blended(grey, mask), np.ones((12, 12, 1))))
+
+
+def test_a_worker_opening_the_shipped_spec_scales_each_volume_as_the_client_did(tmp_path):
+    """The task spec ships the scaling the client resolved, so that no worker samples again; a
+    worker (a fresh open of the shipped spec, no cache shared with the client) must then give each
+    volume its own numbers, the percentiles read here with numpy, not volume 0's for all."""
+    from tilepipe.config import resolve_settings
+    from tilepipe.preparation import prepare
+    from tilepipe.sources.dicom import DicomSource
+
+    paths = write_field_map_series(tmp_path / "series", windows=False)
+    prepared = prepare(str(tmp_path / "series"), str(tmp_path / "m.zarr"), resolve_settings(None, None, **STANDIN),
+                       load_engine=False)
+    worker = DicomSource(prepared.context.source)
+    expected = [percentile_bounds(headers_of(paths, kind)) for kind in VOLUMES]
+    got = [(s.low[0], s.high[0]) for s in worker.volume_scalings]
+    assert got == [pytest.approx(bounds) for bounds in expected]

@@ -89,7 +89,9 @@ def prepare(input: str, output: str, settings: Settings, run_id: str = "", load_
     engine = cached_engine(model_spec, engine_options) if load_engine else None
     card = engine.model.card if engine else model_card(model_spec)
     plan = _make_plan(source, options, card.output_stride)
-    shipped = replace(source_spec, scaling=replace(source_spec.scaling, resolved=source.scaling))  # resolved once, here
+    resolved = replace(source_spec.scaling, resolved=source.scaling,  # resolved once, here
+                       resolved_volumes=getattr(source, "volume_scalings", ()))
+    shipped = replace(source_spec, scaling=resolved)
     context = RunContext(source=shipped, model=model_spec, engine=engine_options, plan=plan, store_url=str(output),
                          blending=options.blending, probabilities=options.probabilities, run_id=run_id)
     return Prepared(options=options, source=source, model=card, engine=engine, plan=plan, context=context,

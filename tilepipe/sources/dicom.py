@@ -78,7 +78,7 @@ class DicomSource:
         probe = self.layout.sample_frames(1)[0]
         self.dtype = self._frame(probe).dtype
         mirror = self.pixels.mirror_sum(probe.slope, probe.intercept) if self.pixels.monochrome1 else None
-        choices = [choose_scaling(spec.scaling, spec.window, path=spec.path, modality=first.modality,
+        choices = [choose_scaling(spec.scaling.for_volume(v), spec.window, path=spec.path, modality=first.modality,
                                   color=self.pixels.color, dtype=self.dtype, file_windows=self._file_windows(v),
                                   sample=partial(self._sample, v), mirror_sum=mirror)
                    for v in (range(self.volumes) if self.volumes else (None,))]

@@ -13,7 +13,7 @@ the network (where DeepLabV3's image pooling would spread it over the whole tile
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -43,6 +43,15 @@ class ScalingRequest:
     the run's fingerprint records. Not part of the request's identity: it is what the rest of the
     request gives for this input, so a spec that carries it names the same source (and finds the
     source this process already opened)."""
+    resolved_volumes: tuple[IntensityScaling, ...] = field(default=(), compare=False)
+    """For a 4-D series, each volume's resolved numbers (``resolved`` is volume 0's): volumes hold
+    different quantities and are scaled apart (:mod:`.dicom_window`)."""
+
+    def for_volume(self, volume: int | None) -> ScalingRequest:
+        """The request for one volume of a 4-D series: what the client resolved for it, if it did."""
+        if volume is None or not self.resolved_volumes:
+            return self
+        return replace(self, resolved=self.resolved_volumes[volume])
 
     @classmethod
     def parse(cls, text: str, percentiles: tuple[float, float] = PERCENTILES) -> ScalingRequest:
