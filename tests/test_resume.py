@@ -178,6 +178,22 @@ def test_a_chunk_lost_from_a_finished_block_is_repaired_by_resume(half_empty, tm
     assert again["plan"]["blocks_repaired"] == 0 and again["plan"]["blocks_run"] == 0
 
 
+def test_a_lost_class_tally_of_a_finished_block_is_repaired_by_resume(half_empty, tmp_path):
+    """A block's class tally is one of its chunks too: lost, its pixels would drop out of the
+    measures unseen. The oracle: the class counts of the uninterrupted run's mask, by bincount."""
+    import numpy as np
+
+    out = tmp_path / "out.zarr"
+    tilepipe.run(str(half_empty), str(out), **STANDIN)
+    mask = tilepipe.open(str(out)).mask[...]
+    (out / "class_tally" / "c" / "3" / "1" / "0" / "0").unlink()  # block (3, 1)'s record of its classes
+    summary = tilepipe.run(str(half_empty), str(out), resume=True, **STANDIN)
+    assert summary["plan"]["blocks_repaired"] == 1
+    counts = np.bincount(mask[mask != 255].ravel())
+    assert {c["id"]: c["pixels"] for c in summary["measures"]["classes"]} == {
+        i: int(n) for i, n in enumerate(counts) if n}
+
+
 def test_the_store_of_an_unfinished_run_suggests_resume(scene, tmp_path):
     from click.testing import CliRunner
 

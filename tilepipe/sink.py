@@ -272,10 +272,14 @@ class MaskStore:
 
     def chunk_keys(self, block: Block) -> list[str]:
         """The store keys of every chunk a block with valid pixels writes (mask, and probabilities
-        when stored): a block is one chunk row of a strip, whole chunks wide."""
+        when stored: a block is one chunk row of a strip, whole chunks wide; and its class tally,
+        one chunk of its own)."""
         core, size = block.core, self.mask.chunks[-1]
         lead = () if block.plane is None else self.stack_index(block.plane)
         keys = []
+        if self.tally is not None:
+            tally = self.tally.array
+            keys.append(f"{tally.path}/{tally.metadata.encode_chunk_key(tuple(block.index) + (0, 0))}")
         for row in range(core.row // size, -(-core.row_stop // size)):
             for col in range(core.col // size, -(-core.col_stop // size)):
                 keys.append(f"{self.mask.path}/{self.mask.metadata.encode_chunk_key(lead + (row, col))}")
