@@ -211,3 +211,19 @@ def test_the_store_of_an_unfinished_run_suggests_resume(scene, tmp_path):
         f"Error: {out}: holds a run that did not finish (3 of 20 blocks done); finish it with --resume "
         "(or pass --overwrite to start again)"]
     assert snapshot(out) == before
+
+
+def test_an_unfinished_store_of_an_earlier_tilepipe_suggests_overwrite_not_resume(scene, tmp_path):
+    """A store that recorded no content identity cannot be resumed (its input cannot be shown
+    unchanged): its refusal must not send the user to a --resume that refuses in turn."""
+    out = tmp_path / "out.zarr"
+    stop_after_blocks(3, scene, out)
+    group = zarr.open_group(str(out), mode="r+")
+    info = dict(group.attrs["tilepipe"])
+    info["fingerprint"] = {k: v for k, v in info["fingerprint"].items() if k != "content"}
+    group.attrs["tilepipe"] = info
+    with pytest.raises(tilepipe.TilepipeError) as caught:
+        tilepipe.run(str(scene), str(out), **STANDIN)
+    assert "cannot be resumed; pass --overwrite" in str(caught.value) and "--resume" not in str(caught.value)
+    with pytest.raises(tilepipe.TilepipeError, match="input identity"):
+        tilepipe.run(str(scene), str(out), resume=True, **STANDIN)

@@ -87,10 +87,14 @@ def check_output(url: str, overwrite: bool) -> bool:
     meta = f"{path}/zarr.json"
     tilepipe = json.loads(fs.cat(meta)).get("attributes", {}).get("tilepipe") if fs.exists(meta) else None
     if not overwrite:
-        if tilepipe is not None and not StoreInfo.from_json(tilepipe).complete:
+        info = StoreInfo.from_json(tilepipe) if tilepipe is not None else None
+        if info is not None and not info.complete:
             blocks = MaskStore.open(url).blocks[...]
-            raise TilepipeError(f"{url}: holds a run that did not finish ({np.count_nonzero(blocks)} of {blocks.size} "
-                                "blocks done); finish it with --resume (or pass --overwrite to start again)")
+            unfinished = f"{url}: holds a run that did not finish ({np.count_nonzero(blocks)} of {blocks.size} blocks done)"
+            if info.fingerprint is None or info.fingerprint.content is None:
+                raise TilepipeError(f"{unfinished}, made by an earlier tilepipe that did not record its input's "
+                                    "content, so it cannot be resumed; pass --overwrite to start again")
+            raise TilepipeError(f"{unfinished}; finish it with --resume (or pass --overwrite to start again)")
         raise TilepipeError(f"{url}: already exists; pass --overwrite to replace it")
     if tilepipe is None and not (fs.isdir(path) and not fs.ls(path)):
         raise TilepipeError(f"{url}: exists and is not a tilepipe store; refusing to overwrite it")
@@ -291,8 +295,8 @@ class MaskStore:
     def blocks_missing_chunks(self, plan: Plan) -> list[tuple[int, ...]]:
         """The blocks recorded STORED of which a chunk is not in the store (an object store that
         lost a write, a copy cut short), found with one listing of the store. NO_DATA blocks store
-        no chunk and are never counted. (A store made before NO_DATA existed recorded its no-data
-        blocks STORED: they count as missing, and recomputing them costs only their reads.)"""
+        no chunk and are never counted. (A store made before NO_DATA existed is never resumed: it
+        recorded no content identity either.)"""
         fs, path = fs_path(self.url)
         root = path.rstrip("/") + "/"
         present = {p.removeprefix(root) for p in fs.find(root)}
