@@ -216,6 +216,8 @@ def _run_leased(input: str, output: str, settings: Settings, scheduling: Schedul
             log.info("block %s (%s) failed: %s", report.index, report.core, report.error)
             log.debug("block %s traceback:\n%s", report.index, report.traceback)
         done = reused + len(reports) - len(failed)
+        if stop.requested:  # a task cancelled while it ran may have stored blocks it never reported
+            done = int(store.done_blocks().sum())
         interrupted = stop.requested and done < p.block_count  # a stop after the last block changes nothing
         t2 = time.perf_counter()
         finished = not failed and not interrupted

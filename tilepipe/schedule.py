@@ -43,6 +43,7 @@ from .errors import TilepipeError, fault_line
 from .grid import Unit
 from .option_grammars import local_cluster_workers
 from .sink import MaskStore
+from .sizing import LARGE_ALLOCATION
 from .sources.geotiff import GDAL_CACHE_MB
 from .stopping import Stop
 
@@ -165,20 +166,23 @@ class DistributedRunner:
                                resources=self.resources, pure=False): units
             for units in tasks
         }
-        if stop is not None:
-            stop.on_request(lambda: self.client.cancel(list(futures)))
+        forget = stop.on_request(lambda: self.client.cancel(list(futures))) if stop is not None else None
         reports = []
-        for future in as_completed(futures):  # each task as it ends, in whatever order
-            if future.cancelled():  # stopped before it ran; what it stored is in the store's records
-                continue
-            if future.status == "error":
-                task_reports = lost_task_reports(ctx, futures[future], future.exception())
-            else:
-                task_reports = future.result()
-            for report in task_reports:
-                reports.append(report)
-                if on_report:
-                    on_report(report)
+        try:
+            for future in as_completed(futures):  # each task as it ends, in whatever order
+                if future.cancelled():  # stopped before it ran; what it stored is in the store's records
+                    continue
+                if future.status == "error":
+                    task_reports = lost_task_reports(ctx, futures[future], future.exception())
+                else:
+                    task_reports = future.result()
+                for report in task_reports:
+                    reports.append(report)
+                    if on_report:
+                        on_report(report)
+        finally:
+            if forget:
+                forget()
         return reports
 
 
@@ -206,8 +210,11 @@ def lost_task_reports(ctx: RunContext, units: tuple[Unit, ...], exc: BaseExcepti
 def worker_environment() -> dict[str, str]:
     """What the processes of a LocalCluster tilepipe starts need set before they start: GDAL's
     block cache is per process and sized from GDAL_CACHEMAX (in MB) at its first use (see
-    :func:`tilepipe.sources.geotiff.bounded_gdal_cache`); a value the caller set is inherited."""
-    return {} if "GDAL_CACHEMAX" in os.environ else {"GDAL_CACHEMAX": str(GDAL_CACHE_MB)}
+    :func:`tilepipe.sources.geotiff.bounded_gdal_cache`), and glibc reads its mmap threshold at
+    start-up (the workers decode and blend, so they need what :func:`tilepipe.sizing.return_large_frees`
+    does for an in-process run). A value the caller set is inherited."""
+    wanted = {"GDAL_CACHEMAX": str(GDAL_CACHE_MB), "MALLOC_MMAP_THRESHOLD_": str(LARGE_ALLOCATION)}
+    return {key: value for key, value in wanted.items() if key not in os.environ}
 
 
 def restore_environ(saved: dict[str, str]) -> None:

@@ -58,11 +58,14 @@ class Stop:
         for hook in self._hooks:
             hook()
 
-    def on_request(self, hook: Callable[[], None]) -> None:
-        """Call ``hook`` when a stop is requested (at once if it already was): e.g. cancel futures."""
+    def on_request(self, hook: Callable[[], None]) -> Callable[[], None]:
+        """Call ``hook`` when a stop is requested (at once if it already was): e.g. cancel futures.
+        Returns what forgets the hook again, for a caller done with what it holds (a batch's
+        inputs share one stop, and each input's futures must not outlive it)."""
         self._hooks.append(hook)
         if self.requested:
             hook()
+        return lambda: self._hooks.remove(hook)
 
     def check(self) -> None:
         """Raise :class:`Stopped` if a stop was requested."""
