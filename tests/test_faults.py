@@ -27,7 +27,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 import tilepipe
 import tilepipe.retry
-from tests import full_disk, signal_after_blocks
+from tests import ctrl_c_after_blocks, full_disk, signal_after_blocks
 from tests.conftest import smooth_image, write_geotiff
 from tilepipe.cli import main
 
@@ -53,9 +53,9 @@ def stored_chunks(store: Path) -> dict[str, bytes]:
     return {str(f.relative_to(store)): f.read_bytes() for f in sorted(store.rglob("c/**/*")) if f.is_file()}
 
 
-def run_cli(script: Path, *args, cwd: Path) -> subprocess.CompletedProcess:
+def run_cli(script: Path, *args, cwd: Path, **popen) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True, text=True,
-                          timeout=300, cwd=cwd, env={**os.environ, "PYTHONPATH": str(REPO)})
+                          timeout=300, cwd=cwd, env={**os.environ, "PYTHONPATH": str(REPO)}, **popen)
 
 
 def assert_one_line(result: subprocess.CompletedProcess, *fragments: str) -> str:
@@ -138,6 +138,28 @@ def test_a_second_ctrl_c_stops_at_once(scene, tmp_path):
     assert not out.with_suffix(".summary.json").exists()  # no summary: it ended at once
     assert_left_for_resume(out)
     assert_resume_completes(image, out, reference)
+
+
+def test_a_terminal_ctrl_c_leaves_a_local_clusters_workers_running(scene, tmp_path):
+    """A terminal sends Ctrl-C's SIGINT to its whole foreground process group, the worker processes
+    of ``--cluster local:2`` included: only the client may decide to stop, so the workers finish
+    their blocks in flight instead of dying with a KeyboardInterrupt (and being restarted)."""
+    image, reference = scene
+    out = tmp_path / "scene_mask.zarr"
+    result = run_cli(Path(ctrl_c_after_blocks.__file__), 3, "run", image, "-o", out, *FLAGS, "-q",
+                     "--cluster", "local:2", cwd=tmp_path, start_new_session=True)
+    assert result.returncode == 130, result.stderr[-3000:]
+    assert "KeyboardInterrupt" not in result.stderr, result.stderr[-3000:]
+    assert_one_line(result, "SIGINT", "interrupted", f"blocks done in {out}", "--resume")
+    assert_left_for_resume(out)
+    done = int(tilepipe.open(str(out)).done_blocks().sum())
+    saved = json.loads(out.with_suffix(".summary.json").read_text())
+    heard = int(saved["status"].removeprefix("interrupted: ").removesuffix(f" of {BLOCKS} blocks done"))
+    # The summary counts the blocks the client heard of; a task running on a worker when the
+    # client stops goes on storing its strip's blocks, which the store records and --resume reuses.
+    assert 3 <= heard <= done < BLOCKS
+    resumed = assert_resume_completes(image, out, reference)
+    assert resumed["plan"]["blocks_reused"] == done
 
 
 class FlakyFileSystem(LocalFileSystem):

@@ -29,6 +29,7 @@ stored are then simply absent from the reports: ``--resume`` runs them.
 from __future__ import annotations
 
 import os
+import signal
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -230,6 +231,23 @@ def restore_environ(saved: dict[str, str]) -> None:
 
 
 @contextmanager
+def sigint_ignored():
+    """SIGINT ignored while inside, then the previous handler back. Processes started meanwhile
+    inherit the ignored signal, and Python keeps it ignored at their start: a LocalCluster's
+    workers so started (distributed installs no SIGINT handler in them) outlive a terminal's
+    Ctrl-C, which goes to the whole process group, and finish their blocks while the client stops
+    the run. Only the main thread may set handlers; from another, nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextmanager
 def runner(scheduling: Scheduling):
     """The runner for ``scheduling``, with any cluster it starts up before and torn down after,
     so that start-up counts as setup and never as block time."""
@@ -245,7 +263,8 @@ def runner(scheduling: Scheduling):
         pins = scheduling.worker_pins()
         saved = dict(os.environ)  # LocalCluster exports OMP_NUM_THREADS=1 & co. into this process
         try:
-            cluster = PinnedLocalCluster(pins, env=worker_environment())
+            with sigint_ignored():  # only the client decides to stop (tilepipe.stopping)
+                cluster = PinnedLocalCluster(pins, env=worker_environment())
         finally:
             restore_environ(saved)
         client = Client(cluster)
