@@ -28,11 +28,10 @@ from .batch_inputs import BATCH_NAME, BatchInput, collect_inputs
 from .config import Settings, resolve_settings
 from .errors import TilepipeError, fault_line
 from .options import RunOptions
-from .pipeline import Interrupted, RunFailed, run_settled
+from .pipeline import Interrupted, RunFailed, checked_scheduling, run_settled
 from .report.progress import BatchProgress
 from .schedule import Scheduling, runner
 from .sink import MaskStore, fs_path
-from .sizing import resolved_workers
 from .sources.geotiff import bounded_gdal_cache
 from .stopping import Stop, stop_on_signals
 
@@ -88,8 +87,7 @@ def run_batch(inputs: list[str], outdir: str, options: RunOptions | None = None,
     t0 = time.perf_counter()
     settings = resolve_settings(config, options, **overrides)
     opts = settings.options
-    if opts.resume and opts.overwrite:
-        raise TilepipeError("--resume and --overwrite contradict each other; choose one")
+    scheduling = checked_scheduling(opts)
     if opts.all_series and opts.series:
         raise TilepipeError("--all-series and --series contradict each other; choose one")
     found = collect_inputs(inputs, opts.all_series)
@@ -97,8 +95,6 @@ def run_batch(inputs: list[str], outdir: str, options: RunOptions | None = None,
     if fs.isfile(folder):
         raise TilepipeError(f"{outdir}: a file; with several inputs -o names a folder, which holds a store per input")
     fs.makedirs(folder, exist_ok=True)
-    scheduling = Scheduling(workers=resolved_workers(opts), cluster=opts.cluster, scheduler=opts.scheduler,
-                            device=opts.device)
     progress = None if quiet else BatchProgress(len(found.items), progress_stream, progress_every)
     stores = [f"{outdir.rstrip('/')}/{item.name}.zarr" for item in found.items]
     stop = Stop()  # one for the batch, heard in the main thread: a signal stops every input, not one

@@ -137,14 +137,20 @@ def run(input: str, output: str, options: RunOptions | None = None, *, config=No
     t0 = time.perf_counter()
     settings = resolve_settings(config, options, **overrides)
     options = settings.options
-    if options.resume and options.overwrite:
-        raise TilepipeError("--resume and --overwrite contradict each other; choose one")
     if options.all_series:
         raise TilepipeError("--all-series runs each series into its own store: use tilepipe.batch.run_batch")
-    scheduling = Scheduling(workers=resolved_workers(options), cluster=options.cluster, scheduler=options.scheduler,
-                            device=options.device)
+    scheduling = checked_scheduling(options)
     with bounded_gdal_cache():  # process-wide, so chosen here, for the run, and restored after it
         return run_settled(input, output, settings, scheduling, progress, t0=t0)
+
+
+def checked_scheduling(options: RunOptions) -> Scheduling:
+    """Where a run's blocks go, once the options that contradict each other are refused: one
+    place for a single run and a batch (:mod:`tilepipe.batch`), so the two never schedule apart."""
+    if options.resume and options.overwrite:
+        raise TilepipeError("--resume and --overwrite contradict each other; choose one")
+    return Scheduling(workers=resolved_workers(options), cluster=options.cluster, scheduler=options.scheduler,
+                      device=options.device)
 
 
 def run_settled(input: str, output: str, settings: Settings, scheduling: Scheduling, progress: Progress | None = None,
