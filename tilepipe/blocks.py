@@ -117,6 +117,14 @@ def _open_store(url: str, run_id: str) -> MaskStore:
     return MaskStore.open(url, mode="r+", run_id=run_id)
 
 
+def fail_unrecorded(reports, done, line: str, trace: str) -> None:
+    """Fail with ``line`` every report of a block the store has not recorded done (``done``, the
+    store's records; None: none could be read): what a task that broke off leaves to ``--resume``."""
+    for report in reports:
+        if report.error is None and (done is None or not done[report.index]):
+            report.error, report.traceback = line, trace
+
+
 def process_task(ctx: RunContext, units: tuple[Unit, ...]) -> list[BlockReport]:
     """Run one task's units; a failure is reported per block (with its window), never raised.
     Blocks written before a failure stay written and recorded. A task stopped (a block's report
@@ -142,11 +150,8 @@ def process_task(ctx: RunContext, units: tuple[Unit, ...]) -> list[BlockReport]:
     except Stopped:
         reports = {index: report for index, report in reports.items() if report.finished or report.error}
     except Exception as exc:  # reported per block: the run goes on and ends non-zero
-        trace = traceback.format_exc()
-        done = store.done_blocks() if store is not None else None
-        for index, report in reports.items():
-            if report.error is None and (done is None or not done[index]):
-                report.error, report.traceback = fault_line(exc), trace
+        fail_unrecorded(reports.values(), store.done_blocks() if store is not None else None, fault_line(exc),
+                        traceback.format_exc())
     finally:
         described = engine.describe() if engine is not None else None
         for index, report in reports.items():

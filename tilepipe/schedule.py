@@ -37,7 +37,7 @@ from typing import Callable
 
 import dask
 
-from .blocks import BlockReport, RunContext, block_listener, process_task
+from .blocks import BlockReport, RunContext, block_listener, fail_unrecorded, process_task
 from .device import resolve_device, resolve_precision
 from .engine_options import EngineOptions
 from .errors import TilepipeError, fault_line
@@ -201,11 +201,9 @@ def lost_task_reports(ctx: RunContext, units: tuple[Unit, ...], exc: BaseExcepti
                 f"workers (dask KilledWorker; last on {last}): see the workers' logs")
     else:
         line = fault_line(exc)
-    done = MaskStore.open(ctx.store_url).done_blocks()
-    plan = ctx.plan
-    return [BlockReport(index=i, core=str(plan.block(i).core),
-                        **({} if done[i] else {"error": line, "traceback": str(exc)}))
-            for unit in units for i in unit.block_indices]
+    reports = [BlockReport(index=i, core=str(ctx.plan.block(i).core)) for unit in units for i in unit.block_indices]
+    fail_unrecorded(reports, MaskStore.open(ctx.store_url).done_blocks(), line, str(exc))
+    return reports
 
 
 def worker_environment() -> dict[str, str]:
